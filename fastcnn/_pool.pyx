@@ -1,0 +1,60 @@
+"""Mean-pooling kernels: eq. (6), (9) forward and the 1/s^2 upsampling of
+eq. (32), (52) backward, one sample per `prange` iteration (src_c/pool_impl.h).
+
+Equation numbers: Zhang, "Derivation of Backpropagation in CNN" (seeds/000).
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+
+cdef extern from "kernels.h" nogil:
+    void fc_mean_pool_f32(const float *x, int C, int H, int W, int s, float *out)
+    void fc_mean_pool_f64(const double *x, int C, int H, int W, int s, double *out)
+    void fc_mean_upsample_f32(const float *g, int C, int H, int W, int s, float *dx)
+    void fc_mean_upsample_f64(const double *g, int C, int H, int W, int s, double *dx)
+
+
+cdef inline void _check(bint ok, str what) except *:
+    if not ok:
+        raise ValueError("fastcnn._pool: " + what)
+
+
+def mean_pool(const floating[:, :, :, ::1] x, int scale, floating[:, :, :, ::1] out,
+              int n_threads):
+    """out[n, c, i, j] = 1/s^2 sum_{u,v<s} x[n, c, s i + u, s j + v]: eq. (6), (9).
+
+    x (N, C, H, W), out (N, C, H // s, W // s).
+    """
+    cdef Py_ssize_t N = x.shape[0], n
+    cdef int C = <int>x.shape[1], H = <int>x.shape[2], W = <int>x.shape[3]
+    _check(1 <= scale <= H and scale <= W, "scale must be in 1..min(H, W)")
+    _check(out.shape[0] == N and out.shape[1] == C and out.shape[2] == H // scale
+           and out.shape[3] == W // scale, "output array has the wrong shape")
+    _check(n_threads >= 1, "n_threads must be >= 1")
+    with nogil:
+        for n in prange(N, schedule="static", num_threads=n_threads):
+            if floating is float:
+                fc_mean_pool_f32(&x[n, 0, 0, 0], C, H, W, scale, &out[n, 0, 0, 0])
+            else:
+                fc_mean_pool_f64(&x[n, 0, 0, 0], C, H, W, scale, &out[n, 0, 0, 0])
+
+
+def mean_upsample(const floating[:, :, :, ::1] grad, int scale, floating[:, :, :, ::1] dx,
+                  int n_threads):
+    """dx[n, c, i, j] = 1/s^2 grad[n, c, i // s, j // s]: eq. (32), (52).
+
+    grad (N, C, H // s, W // s), dx (N, C, H, W); rows and columns of dx that
+    pooling left out (H or W not a multiple of s) get zero.
+    """
+    cdef Py_ssize_t N = dx.shape[0], n
+    cdef int C = <int>dx.shape[1], H = <int>dx.shape[2], W = <int>dx.shape[3]
+    _check(1 <= scale <= H and scale <= W, "scale must be in 1..min(H, W)")
+    _check(grad.shape[0] == N and grad.shape[1] == C and grad.shape[2] == H // scale
+           and grad.shape[3] == W // scale, "grad has the wrong shape")
+    _check(n_threads >= 1, "n_threads must be >= 1")
+    with nogil:
+        for n in prange(N, schedule="static", num_threads=n_threads):
+            if floating is float:
+                fc_mean_upsample_f32(&grad[n, 0, 0, 0], C, H, W, scale, &dx[n, 0, 0, 0])
+            else:
+                fc_mean_upsample_f64(&grad[n, 0, 0, 0], C, H, W, scale, &dx[n, 0, 0, 0])
