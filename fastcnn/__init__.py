@@ -1,0 +1,51 @@
+"""fastcnn: small convolutional networks trained fast on the CPU.
+
+The kernels are the equations of Zhang's "Derivation of Backpropagation in
+Convolutional Neural Network", in Cython and C with OpenMP; the layers,
+model and training loop around them are plain Python. Start with:
+
+    import fastcnn
+    from fastcnn import datasets
+    x, y = datasets.load("fashion-mnist", "train")
+    model = fastcnn.seed_cnn(seed=0)
+    model.fit(x, y, epochs=1, batch_size=50, lr=1.0)
+"""
+
+from fastcnn import datasets
+from fastcnn._openmp import openmp_enabled
+from fastcnn._threads import get_num_threads, set_num_threads
+from fastcnn._version import __version__
+from fastcnn.io import load
+from fastcnn.layers import Conv2D, Dense, Flatten, Layer, MeanPool2D, Sigmoid
+from fastcnn.model import History, Sequential, seed_cnn
+from fastcnn.optim import SGD
+
+
+def build_info():
+    """How this copy was compiled: compiler, flags, OpenMP requested and found."""
+    try:
+        from fastcnn._build_info import BUILD_INFO
+    except ImportError:  # built by something other than setup.py
+        BUILD_INFO = {}
+    return dict(BUILD_INFO, openmp=openmp_enabled())
+
+
+__all__ = [
+    "Conv2D",
+    "Dense",
+    "Flatten",
+    "History",
+    "Layer",
+    "MeanPool2D",
+    "SGD",
+    "Sequential",
+    "Sigmoid",
+    "__version__",
+    "build_info",
+    "datasets",
+    "get_num_threads",
+    "load",
+    "openmp_enabled",
+    "seed_cnn",
+    "set_num_threads",
+]

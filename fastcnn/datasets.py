@@ -1,0 +1,268 @@
+"""MNIST and Fashion-MNIST: IDX files found locally or downloaded and verified.
+
+`load(name, split)` looks for the four IDX files, gzipped or not, in
+  1. `data_dir`, if given (and nowhere else);
+  2. $FASTCNN_DATA/<name>;
+  3. ~/.cache/fastcnn/<name> (where downloads go);
+  4. /usr/share/datasets/<name> (Debian's packages: `apt-get install dataset-fashion-mnist`);
+and otherwise downloads them from the dataset's public mirrors into the
+cache, checking each file's SHA-256 before it is kept.
+"""
+
+import gzip
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.request
+import zlib
+
+import numpy as np
+
+from fastcnn._validate import check_dtype
+
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+# The original gzip files. SHA-256 from TensorFlow Datasets' url_checksums.
+MIRRORS = {
+    "mnist": [
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    ],
+    # S3 website endpoints serve plain HTTP only; the SHA-256 check is what
+    # makes a download trustworthy, not the transport.
+    "fashion-mnist": [
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
+    ],
+}
+SHA256 = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    },
+}
+SYSTEM_DIR = "/usr/share/datasets"
+DOWNLOAD_TIMEOUT = 60  # seconds without progress before a mirror is given up
+
+# IDX type byte -> big-endian dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT")
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, malformed or fails its checksum."""
+
+
+def _read_bytes(path):
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        except (OSError, EOFError, zlib.error) as e:
+            raise DatasetError(f"{path}: corrupt or truncated gzip data ({e})") from None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_idx(path):
+    """Read an IDX file (raw or gzip-compressed) into a NumPy array.
+
+    The header is checked: two zero bytes, a known type byte, the number of
+    dimensions, then each dimension as a big-endian uint32; the data must be
+    exactly as long as the dimensions say. Returns the array in native byte
+    order (uint8 for MNIST's images and labels).
+    """
+    path = os.fspath(path)
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise DatasetError(f"{path}: {len(data)} bytes, too short for an IDX header")
+    if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
+        raise DatasetError(
+            f"{path}: not an IDX file (magic bytes {data[:4].hex()}; expected 0000 then a "
+            f"type byte in {[hex(t) for t in _IDX_TYPES]} and the number of dimensions)"
+        )
+    ndim = data[3]
+    if ndim == 0:
+        raise DatasetError(f"{path}: IDX header gives 0 dimensions")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DatasetError(f"{path}: truncated IDX header ({len(data)} bytes, needs {header})")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_TYPES[data[2]])
+    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "has trailing bytes"
+        raise DatasetError(
+            f"{path}: {what}: dimensions {shape} need {expected} bytes, the file has {len(data)}"
+        )
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _check_name(name, split):
+    if name not in MIRRORS:
+        raise ValueError(f"unknown dataset {name!r}; fastcnn knows {sorted(MIRRORS)}")
+    if split not in FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+
+
+def cache_dir(name):
+    """~/.cache/fastcnn/<name>, where downloads are kept."""
+    return os.path.join(os.path.expanduser("~"), ".cache", "fastcnn", name)
+
+
+def search_path(name, data_dir=None):
+    """The directories `load` looks in, in order."""
+    if data_dir is not None:
+        return [os.fspath(data_dir)]
+    dirs = []
+    if os.environ.get("FASTCNN_DATA"):
+        dirs.append(os.path.join(os.environ["FASTCNN_DATA"], name))
+    dirs.append(cache_dir(name))
+    dirs.append(os.path.join(SYSTEM_DIR, name))
+    return dirs
+
+
+def _find(directory, base):
+    for candidate in (base + ".gz", base):
+        path = os.path.join(directory, candidate)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _fetch(url, dest, sha256):
+    """Download url to dest via a temporary file, keeping it only if its SHA-256 matches."""
+    directory = os.path.dirname(dest)
+    fd, tmp = tempfile.mkstemp(prefix=".download-", dir=directory)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as r:
+            while True:
+                chunk = r.read(1 << 20)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise DatasetError(
+                f"{url}: SHA-256 {digest.hexdigest()} does not match the expected {sha256}"
+            )
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def download(name, directory=None, mirrors=None, checksums=None):
+    """Download the four gzip files of `name` into `directory` (default: the cache).
+
+    Each file is tried on each mirror in turn and kept only when its SHA-256
+    matches. Files already present and verified are not fetched again.
+    Returns the directory.
+    """
+    _check_name(name, "train")
+    directory = os.fspath(directory) if directory is not None else cache_dir(name)
+    mirrors = list(mirrors if mirrors is not None else MIRRORS[name])
+    checksums = dict(checksums if checksums is not None else SHA256[name])
+    os.makedirs(directory, exist_ok=True)
+    for filename, sha in checksums.items():
+        dest = os.path.join(directory, filename)
+        if os.path.isfile(dest) and _sha256(dest) == sha:
+            continue
+        errors = []
+        for mirror in mirrors:
+            url = mirror.rstrip("/") + "/" + filename
+            try:
+                _fetch(url, dest, sha)
+                break
+            except (OSError, http.client.HTTPException, ValueError) as e:
+                errors.append(f"{url}: {e}")
+        else:
+            raise DatasetError(
+                f"could not download {filename} of {name}:\n  " + "\n  ".join(errors) +
+                "\nPut the IDX files in a directory and pass data_dir=..., or set FASTCNN_DATA"
+            )
+    return directory
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def locate(name, split, data_dir=None, download_missing=True):
+    """Paths (images, labels) of a split, downloading into the cache if needed."""
+    _check_name(name, split)
+    bases = FILES[split]
+    for directory in search_path(name, data_dir):
+        paths = [_find(directory, base) for base in bases]
+        if all(paths):
+            return tuple(paths)
+    if data_dir is not None:
+        raise FileNotFoundError(
+            f"{data_dir} does not hold {bases[0]}[.gz] and {bases[1]}[.gz]"
+        )
+    if not download_missing:
+        raise FileNotFoundError(
+            f"{name} {split} not found in {search_path(name)}"
+        )
+    directory = download(name)
+    return tuple(_find(directory, base) for base in bases)
+
+
+def load(name, split="train", data_dir=None, dtype="float32"):
+    """Images and labels of MNIST or Fashion-MNIST.
+
+    Parameters
+    ----------
+    name : "mnist" or "fashion-mnist"
+    split : "train" (60,000 images) or "test" (10,000)
+    data_dir : path, optional
+        Directory holding the IDX files (gzipped or not); when given, only it
+        is searched and nothing is downloaded.
+    dtype : "float32" or "float64"
+
+    Returns
+    -------
+    x : ndarray (N, 1, 28, 28) of dtype, pixels scaled to [0, 1]
+    y : ndarray (N,) int64, class ids 0..9
+    """
+    dtype = check_dtype(dtype)
+    images_path, labels_path = locate(name, split, data_dir)
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise DatasetError(
+            f"{images_path}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise DatasetError(f"{labels_path}: expected uint8 labels (N,), got {labels.dtype} {labels.shape}")
+    if images.shape[0] != labels.shape[0]:
+        raise DatasetError(
+            f"{images_path} has {images.shape[0]} images but {labels_path} has {labels.shape[0]} labels"
+        )
+    if labels.size and labels.max() > 9:
+        raise DatasetError(f"{labels_path}: label {labels.max()} out of range 0..9")
+    x = images.astype(dtype)[:, None, :, :]
+    x /= 255
+    return x, labels.astype(np.int64)
+
+
+__all__ = ["load", "read_idx", "download", "locate", "search_path", "cache_dir", "DatasetError"]

@@ -1,0 +1,147 @@
+"""Model files: architecture (JSON) and parameters (arrays) in one .npz.
+
+The file holds an array "__config__" (a JSON string: format name and
+version, fastcnn version, the model's get_config()) and one array per
+parameter, named as in `model.params`. Nothing is pickled and `load` reads
+with allow_pickle=False, so loading a file never runs code from it. Layers
+are rebuilt from a fixed table of fastcnn's own classes.
+
+`save` writes to a temporary file in the target directory and renames it
+over the target, so a crash or Ctrl-C never leaves a half-written model.
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+
+import numpy as np
+
+from fastcnn._version import __version__
+
+FORMAT = "fastcnn-model"
+FORMAT_VERSION = 1
+CONFIG_KEY = "__config__"
+
+
+def atomic_write(path, write):
+    """Call write(fileobj) on a temporary file beside `path`, then rename it
+    to `path`; on any failure the temporary file is removed and `path` is
+    untouched."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save(model, path):
+    """Write `model` to `path` (.npz; the name is used as given)."""
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fastcnn_version": __version__,
+        "model": model.get_config(),
+    }
+    arrays = {CONFIG_KEY: np.array(json.dumps(config))}
+    for name, value in model.params.items():
+        arrays[name] = value
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _bad(path, why):
+    return ValueError(f"{os.fspath(path)!s} is not a usable fastcnn model file: {why}")
+
+
+def load(path):
+    """Read a model written by `save` (or `Sequential.save`).
+
+    Raises ValueError, naming the problem, for a file that is not a fastcnn
+    model (wrong format, truncated, corrupt, pickled objects, missing or
+    unexpected parameters, wrong shapes or dtypes, NaN or inf values) or that
+    was written by a newer fastcnn whose format this one cannot read.
+    """
+    from fastcnn.model import Sequential
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such model file: {os.fspath(path)}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise _bad(path, f"cannot read it as .npz ({e})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise _bad(path, "it holds a single array, not an .npz archive of a model")
+    with archive:
+        try:
+            return _read(path, archive, Sequential)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, TypeError) as e:
+            raise _bad(path, f"it is damaged ({type(e).__name__}: {e})") from None
+        except ValueError as e:
+            if str(e).startswith(os.fspath(path)):
+                raise
+            raise _bad(path, str(e)) from None
+
+
+def _read(path, archive, Sequential):
+    names = set(archive.files)
+    if CONFIG_KEY not in names:
+        raise _bad(path, f"it has no {CONFIG_KEY!r} entry (not written by fastcnn)")
+    raw = archive[CONFIG_KEY]
+    if raw.dtype.kind != "U" or raw.ndim != 0:
+        raise _bad(path, f"its {CONFIG_KEY!r} entry is not a JSON string")
+    try:
+        config = json.loads(str(raw))
+    except json.JSONDecodeError as e:
+        raise _bad(path, f"its configuration is not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise _bad(path, f"its format is {config.get('format') if isinstance(config, dict) else None!r}, "
+                         f"expected {FORMAT!r}")
+    version = config.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise _bad(path, f"its format version {version!r} is not valid")
+    if version > FORMAT_VERSION:
+        raise _bad(path, f"it was written by fastcnn {config.get('fastcnn_version', '?')} in "
+                         f"format version {version}; this fastcnn ({__version__}) reads format "
+                         f"versions up to {FORMAT_VERSION}: upgrade fastcnn to load it")
+    spec = config.get("model")
+    if not isinstance(spec, dict) or not isinstance(spec.get("layers"), list):
+        raise _bad(path, "its configuration has no model architecture")
+    try:
+        model = Sequential.from_config(spec)
+    except (TypeError, ValueError, KeyError) as e:
+        raise _bad(path, f"its architecture cannot be built ({e})") from None
+
+    expected = set(model.params)
+    stored = names - {CONFIG_KEY}
+    missing, unexpected = sorted(expected - stored), sorted(stored - expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing parameters {missing}")
+        if unexpected:
+            parts.append(f"unexpected entries {unexpected}")
+        raise _bad(path, "; ".join(parts))
+    for name, target in model.params.items():
+        value = archive[name]
+        if value.shape != target.shape:
+            raise _bad(path, f"parameter {name} has shape {value.shape}, the architecture "
+                             f"needs {target.shape}")
+        if value.dtype != target.dtype:
+            raise _bad(path, f"parameter {name} has dtype {value.dtype}, the model is "
+                             f"{target.dtype}")
+        if not np.isfinite(value).all():
+            raise _bad(path, f"parameter {name} contains NaN or infinity")
+        target[...] = value
+    return model

@@ -1,0 +1,349 @@
+"""Sequential models, their training loop, and the paper's network.
+
+`seed_cnn()` builds the network of Zhang's derivation (seeds/000, Figure 1),
+which is the MATLAB DeepLearnToolbox demo: 28x28 input, C1 (6 maps, 5x5,
+sigmoid), S1 (2x2 mean), C2 (12 maps, 5x5, sigmoid), S2 (2x2 mean), FC
+(192 -> 10, sigmoid), squared error, SGD.
+"""
+
+import sys
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from fastcnn import losses
+from fastcnn._validate import (
+    check_dtype,
+    check_images,
+    check_int,
+    check_labels,
+    check_positive_float,
+    check_targets,
+)
+from fastcnn.layers import LAYER_TYPES, Conv2D, Dense, Flatten, Layer, MeanPool2D
+from fastcnn.optim import SGD
+
+# Default names follow the paper's letters: C for convolution, S for
+# subsampling (pooling), F for fully connected.
+_NAME_PREFIX = {"Conv2D": "C", "MeanPool2D": "S", "Dense": "F", "Flatten": "flatten",
+                "Sigmoid": "sigmoid"}
+
+
+class History:
+    """What `fit` records.
+
+    Attributes
+    ----------
+    loss : list of float
+        L of every batch, eq. (13) averaged over the batch.
+    smoothed_loss : list of float
+        rL = 0.99 rL + 0.01 L per batch, rL starting at the first L (the curve
+        DeepLearnToolbox plots).
+    epoch_seconds : list of float
+        Wall time of each epoch's training (validation excluded).
+    val_error : list of float
+        Error on `validation_data` after each epoch (empty without it).
+    """
+
+    def __init__(self):
+        self.loss = []
+        self.smoothed_loss = []
+        self.epoch_seconds = []
+        self.val_error = []
+
+    def _record(self, loss):
+        smoothed = loss if not self.smoothed_loss else 0.99 * self.smoothed_loss[-1] + 0.01 * loss
+        self.loss.append(loss)
+        self.smoothed_loss.append(smoothed)
+
+    def __repr__(self):
+        return (f"History(batches={len(self.loss)}, epochs={len(self.epoch_seconds)}, "
+                f"last_loss={self.loss[-1] if self.loss else None})")
+
+
+class Sequential:
+    """Layers applied one after the other.
+
+    Parameters
+    ----------
+    layers : list of Layer
+    input_shape : tuple of int
+        Shape of one input image (C, H, W).
+    dtype : "float32" or "float64"
+        Precision of parameters, activations and gradients.
+    seed : int
+        Seed of the numpy Generator that initialises the parameters.
+
+    Attributes
+    ----------
+    params, grads : dict of str -> ndarray
+        Every parameter and its gradient, named "<layer>.<param>" in layer
+        order. The arrays are the model's own: writing into them changes it.
+    """
+
+    def __init__(self, layers, input_shape, dtype="float32", seed=0):
+        self.layers = list(layers)
+        if not self.layers or not all(isinstance(layer, Layer) for layer in self.layers):
+            raise TypeError("layers must be a non-empty list of fastcnn layers")
+        self.dtype = check_dtype(dtype)
+        shape = tuple(check_int(s, "input_shape entries") for s in input_shape)
+        if len(shape) != 3:
+            raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
+        self.input_shape = shape
+        if len({id(layer) for layer in self.layers}) != len(self.layers):
+            raise ValueError("the same layer object appears twice; create one per position")
+        if any(layer.dtype is not None for layer in self.layers):
+            raise ValueError("a layer already belongs to another model; create new layers")
+        given = [layer.name for layer in self.layers]
+        try:
+            self._name_layers()
+            for layer in self.layers:
+                shape = layer.build(shape, self.dtype)
+        except Exception:
+            # leave the layers as they were given, so the user can fix and retry
+            for layer, name in zip(self.layers, given):
+                layer.name, layer.dtype, layer.params, layer.grads = name, None, {}, {}
+            raise
+        self.output_shape = shape
+        self.params = {}
+        self.grads = {}
+        for layer in self.layers:
+            for pname in layer.params:
+                self.params[f"{layer.name}.{pname}"] = layer.params[pname]
+                self.grads[f"{layer.name}.{pname}"] = layer.grads[pname]
+        self.reset_parameters(seed)
+
+    def _name_layers(self):
+        named = [layer.name for layer in self.layers if layer.name is not None]
+        for name in named:
+            if named.count(name) > 1:
+                raise ValueError(f"two layers are named {name!r}; layer names must be unique")
+        taken, counts = set(named), {}
+        for layer in self.layers:
+            if layer.name is None:
+                prefix = _NAME_PREFIX.get(type(layer).__name__, type(layer).__name__.lower())
+                while layer.name is None or layer.name in taken:
+                    counts[prefix] = counts.get(prefix, 0) + 1
+                    layer.name = f"{prefix}{counts[prefix]}"
+                taken.add(layer.name)
+
+    # ------------------------------------------------------------------ setup
+    def reset_parameters(self, seed=0):
+        """Initialise every layer from np.random.default_rng(seed), in layer
+        order (eq. (1)-(3) for the paper's layers): same seed, same weights."""
+        rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
+        for layer in self.layers:
+            layer.reset_parameters(rng)
+
+    def num_parameters(self):
+        """Number of trainable scalars (3898 for seed_cnn, as in section 1.1)."""
+        return sum(p.size for p in self.params.values())
+
+    def summary(self):
+        """A table of layers with their output shapes and parameter counts."""
+        rows = [("layer", "type", "output shape", "parameters")]
+        rows.append(("input", "", str(("N",) + self.input_shape).replace("'", ""), ""))
+        for layer in self.layers:
+            rows.append((layer.name, layer.describe(),
+                         str(("N",) + layer.output_shape).replace("'", ""),
+                         str(layer.num_parameters())))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append(f"total parameters: {self.num_parameters()}  ({self.dtype.name})")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([\n  {inner}\n], input_shape={self.input_shape}, dtype={self.dtype.name!r})"
+
+    # ------------------------------------------------------- one step, paper
+    def forward(self, x):
+        """Section 1, feedforward: images x (N, C, H, W) -> outputs (N, K)."""
+        x = check_images(x, self.input_shape, self.dtype)
+        return self._forward(x)
+
+    def _forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backprop(self, x, y):
+        """Sections 1 and 2: feedforward x, then backpropagate the loss of eq. (13)
+        (averaged over the batch) against labels y (N,) or one-hot targets (N, K).
+
+        Fills `grads` (overwriting them) and returns the batch loss L.
+        """
+        x = check_images(x, self.input_shape, self.dtype)
+        t = check_targets(y, x.shape[0], self._classes(), self.dtype)
+        return self._backprop(x, t)
+
+    def _backprop(self, x, t):
+        yhat = self._forward(x)
+        loss, grad = losses.mse(yhat, t)
+        for i in range(len(self.layers) - 1, -1, -1):
+            grad = self.layers[i].backward(grad, need_input_grad=i > 0)
+        return loss
+
+    def _classes(self):
+        if len(self.output_shape) != 1:
+            raise ValueError(
+                f"the model's output has shape {self.output_shape} per image; training and "
+                f"evaluation need one score per class, shape (K,): end it with Flatten and Dense"
+            )
+        return self.output_shape[0]
+
+    # ---------------------------------------------------------- training, use
+    def fit(self, x, y, epochs=1, batch_size=50, lr=1.0, seed=0, progress=True,
+            validation_data=None):
+        """Train with SGD on mini-batches, as the DeepLearnToolbox demo does.
+
+        Parameters
+        ----------
+        x : ndarray (N, C, H, W)
+            Training images, floating point in [0, 1].
+        y : ndarray (N,) of int, or (N, K)
+            Class labels, or one-hot targets.
+        epochs : int
+        batch_size : int
+            Samples per SGD step (50 in the demo); the last batch of an epoch
+            may be smaller.
+        lr : float
+            Learning rate alpha of eq. (65)-(70) (1.0 in the demo).
+        seed : int
+            Seeds the shuffle of every epoch (np.random.default_rng(seed)).
+        progress : bool
+            Show a progress bar (only when stderr is a terminal).
+        validation_data : (x_val, y_val), optional
+            Evaluated after each epoch into `History.val_error`.
+
+        Returns
+        -------
+        History
+            Per-batch loss and smoothed loss, per-epoch time and validation error.
+
+        For a given seed, the trained parameters are the same bit for bit
+        whatever the number of threads.
+        """
+        x = check_images(x, self.input_shape, self.dtype, copy_dtype=False)
+        n = x.shape[0]
+        t = check_targets(y, n, self._classes(), self.dtype)
+        epochs = check_int(epochs, "epochs")
+        batch_size = check_int(batch_size, "batch_size")
+        if batch_size > n:
+            raise ValueError(f"batch_size {batch_size} is larger than the {n} training images")
+        optimizer = SGD(self, lr=check_positive_float(lr, "lr"))
+        for name, p in self.params.items():
+            if not np.isfinite(p).all():
+                raise ValueError(f"parameter {name} contains NaN or infinity; re-initialise "
+                                 f"the model (reset_parameters) or load a good one")
+        rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
+        if validation_data is not None:
+            x_val, y_val = validation_data
+            x_val = check_images(x_val, self.input_shape, self.dtype, name="x_val", copy_dtype=False)
+            y_val = check_labels(y_val, x_val.shape[0], self._classes(), name="y_val")
+
+        history = History()
+        show = bool(progress) and sys.stderr.isatty()
+        for epoch in range(epochs):
+            order = rng.permutation(n)
+            start_time = time.perf_counter()
+            with tqdm(total=n, desc=f"epoch {epoch + 1}/{epochs}", unit="img",
+                      unit_scale=True, disable=not show, leave=True) as bar:
+                for batch, start in enumerate(range(0, n, batch_size)):
+                    idx = order[start : start + batch_size]
+                    xb = np.ascontiguousarray(x[idx], dtype=self.dtype)
+                    loss = self._backprop(xb, t[idx])
+                    if not np.isfinite(loss):
+                        raise FloatingPointError(
+                            f"training diverged in epoch {epoch + 1}, batch {batch + 1}: the "
+                            f"loss is {loss}. The parameters are those before that batch; "
+                            f"try a smaller learning rate (lr={lr})"
+                        )
+                    optimizer.step()
+                    history._record(loss)
+                    bar.update(len(idx))
+                    if show:
+                        bar.set_postfix(loss=f"{loss:.4f}",
+                                        smoothed=f"{history.smoothed_loss[-1]:.4f}",
+                                        refresh=False)
+            history.epoch_seconds.append(time.perf_counter() - start_time)
+            if validation_data is not None:
+                history.val_error.append(self.evaluate(x_val, y_val))
+        return history
+
+    def predict_scores(self, x, batch_size=1024):
+        """Outputs (N, K) of `forward`, computed batch_size images at a time."""
+        x = check_images(x, self.input_shape, self.dtype, copy_dtype=False)
+        batch_size = check_int(batch_size, "batch_size")
+        out = np.empty((x.shape[0],) + self.output_shape, dtype=self.dtype)
+        for start in range(0, x.shape[0], batch_size):
+            xb = np.ascontiguousarray(x[start : start + batch_size], dtype=self.dtype)
+            out[start : start + batch_size] = self._forward(xb)
+        return out
+
+    def predict(self, x, batch_size=1024):
+        """Class ids (N,) int64: the index of the largest output for each image."""
+        self._classes()
+        return np.argmax(self.predict_scores(x, batch_size), axis=1).astype(np.int64)
+
+    def evaluate(self, x, y, batch_size=1024):
+        """Fraction of images misclassified, in [0, 1]; y is (N,) labels or (N, K) one-hot."""
+        x = check_images(x, self.input_shape, self.dtype, copy_dtype=False)
+        labels = check_labels(y, x.shape[0], self._classes())
+        return float(np.mean(self.predict(x, batch_size) != labels))
+
+    # ------------------------------------------------------------ persistence
+    def get_config(self):
+        """Architecture as JSON-compatible values (no parameters)."""
+        return {
+            "input_shape": list(self.input_shape),
+            "dtype": self.dtype.name,
+            "layers": [{"type": type(layer).__name__, "config": layer.get_config()}
+                       for layer in self.layers],
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild an (initialised, untrained) model from get_config()'s output."""
+        layers = []
+        for spec in config["layers"]:
+            kind = spec["type"]
+            if kind not in LAYER_TYPES:
+                raise ValueError(f"unknown layer type {kind!r}; fastcnn has {sorted(LAYER_TYPES)}")
+            layers.append(LAYER_TYPES[kind](**spec["config"]))
+        return cls(layers, config["input_shape"], dtype=config["dtype"])
+
+    def save(self, path):
+        """Write architecture and parameters to a .npz file (no pickle), atomically."""
+        from fastcnn import io
+
+        io.save(self, path)
+
+
+def seed_cnn(seed=0, dtype="float32"):
+    """The network of the paper (Figure 1) and the DeepLearnToolbox demo.
+
+    C1: Conv2D(1 -> 6, 5x5) + sigmoid      eq. (4)-(5)    (N, 6, 24, 24)
+    S1: MeanPool2D(2)                      eq. (6)        (N, 6, 12, 12)
+    C2: Conv2D(6 -> 12, 5x5) + sigmoid     eq. (7)-(8)    (N, 12, 8, 8)
+    S2: MeanPool2D(2)                      eq. (9)        (N, 12, 4, 4)
+    F:  Flatten                            eq. (10)       (N, 192)
+    FC: Dense(192 -> 10) + sigmoid         eq. (12)       (N, 10)
+
+    3898 parameters, initialised by eq. (1)-(3) from np.random.default_rng(seed).
+    """
+    return Sequential(
+        [
+            Conv2D(1, 6, 5, activation="sigmoid", name="C1"),
+            MeanPool2D(2, name="S1"),
+            Conv2D(6, 12, 5, activation="sigmoid", name="C2"),
+            MeanPool2D(2, name="S2"),
+            Flatten(name="F"),
+            Dense(192, 10, activation="sigmoid", name="FC"),
+        ],
+        input_shape=(1, 28, 28),
+        dtype=dtype,
+        seed=seed,
+    )
