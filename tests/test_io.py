@@ -1,0 +1,170 @@
+"""save / load: round trips, and a clear error for every kind of bad file."""
+
+import io as stdio
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastcnn
+from fastcnn import io
+
+
+@pytest.fixture
+def trained(rng):
+    m = fastcnn.seed_cnn(seed=0, dtype="float64")
+    x, y = rng.random((10, 1, 28, 28)), rng.integers(0, 10, 10)
+    m.fit(x, y, batch_size=5, progress=False)
+    return m, x
+
+
+def test_round_trip(trained, tmp_path, dtype):
+    m, x = trained
+    if dtype == np.float32:
+        m = fastcnn.seed_cnn(seed=4, dtype="float32")
+    path = tmp_path / "model.npz"
+    m.save(path)
+    m2 = fastcnn.load(path)
+    assert m2.dtype == m.dtype and list(m2.params) == list(m.params)
+    for k in m.params:
+        np.testing.assert_array_equal(m2.params[k], m.params[k])
+        assert m2.params[k].dtype == m.params[k].dtype
+    np.testing.assert_array_equal(m2.forward(x), m.forward(x))
+    assert m2.summary() == m.summary()
+
+
+def test_generic_model_round_trip(tmp_path, rng):
+    m = fastcnn.Sequential([fastcnn.Conv2D(2, 3, (3, 2), activation="sigmoid"), fastcnn.Sigmoid(),
+                            fastcnn.MeanPool2D(3), fastcnn.Flatten(), fastcnn.Dense(3 * 3 * 4, 4)],
+                           input_shape=(2, 11, 13), dtype="float32", seed=9)
+    m.save(tmp_path / "g.npz")
+    m2 = fastcnn.load(tmp_path / "g.npz")
+    x = rng.random((3, 2, 11, 13)).astype(np.float32)
+    np.testing.assert_array_equal(m2.forward(x), m.forward(x))
+    assert [type(a) for a in m2.layers] == [type(a) for a in m.layers]
+
+
+def test_file_holds_no_pickle_and_keeps_the_name(trained, tmp_path):
+    m, _ = trained
+    path = tmp_path / "model.weights"  # no .npz suffix added
+    m.save(path)
+    assert os.listdir(tmp_path) == ["model.weights"]
+    with np.load(path, allow_pickle=False) as z:
+        cfg = json.loads(str(z["__config__"]))
+        assert cfg["format"] == "fastcnn-model" and cfg["format_version"] == 1
+        assert cfg["fastcnn_version"] == fastcnn.__version__
+        assert set(z.files) == {"__config__"} | set(m.params)
+
+
+def test_save_is_atomic(trained, tmp_path, monkeypatch):
+    m, _ = trained
+    path = tmp_path / "model.npz"
+    m.save(path)
+    good = path.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of writing
+
+    monkeypatch.setattr(np, "savez", fail)
+    with pytest.raises(KeyboardInterrupt):
+        m.save(path)
+    assert path.read_bytes() == good
+    assert os.listdir(tmp_path) == ["model.npz"]  # no temporary left behind
+
+
+def write_npz(path, arrays):
+    buf = stdio.BytesIO()
+    np.savez(buf, **arrays)
+    path.write_bytes(buf.getvalue())
+
+
+def model_arrays(m):
+    with np.load(stdio.BytesIO(_saved_bytes(m)), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _saved_bytes(m):
+    buf = stdio.BytesIO()
+    arrays = {"__config__": np.array(json.dumps({
+        "format": io.FORMAT, "format_version": io.FORMAT_VERSION,
+        "fastcnn_version": fastcnn.__version__, "model": m.get_config()}))}
+    arrays.update(m.params)
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def edit_config(arrays, **changes):
+    cfg = json.loads(str(arrays["__config__"]))
+    cfg.update(changes)
+    arrays["__config__"] = np.array(json.dumps(cfg))
+    return arrays
+
+
+@pytest.mark.parametrize("tamper, match", [
+    (lambda a: edit_config(a, format_version=2), "format version 2.*up to 1.*upgrade"),
+    (lambda a: edit_config(a, format="other"), "format is 'other'"),
+    (lambda a: {k: v for k, v in a.items() if k != "C2.bias"}, r"missing parameters \['C2.bias'\]"),
+    (lambda a: dict(a, extra=np.zeros(3)), r"unexpected entries \['extra'\]"),
+    (lambda a: dict(a, **{"FC.weight": np.zeros((10, 191))}), "FC.weight has shape"),
+    (lambda a: dict(a, **{"FC.bias": np.zeros(10, np.float32)}), "FC.bias has dtype float32"),
+    (lambda a: dict(a, **{"FC.bias": np.full(10, np.nan)}), "FC.bias contains NaN"),
+    (lambda a: {k: v for k, v in a.items() if k != "__config__"}, "no '__config__'"),
+    (lambda a: dict(a, __config__=np.array("{not json")), "not valid JSON"),
+    (lambda a: dict(a, __config__=np.zeros(3)), "not a JSON string"),
+    (lambda a: edit_config(a, model={"layers": [{"type": "Evil", "config": {}}],
+                                     "input_shape": [1, 28, 28], "dtype": "float64"}),
+     "unknown layer type 'Evil'"),
+    (lambda a: edit_config(a, model={"layers": [{"type": "Dense", "config": {"in_features": -3,
+                                                                             "out_features": 2}}],
+                                     "input_shape": [1, 28, 28], "dtype": "float64"}),
+     "cannot be built"),
+])
+def test_tampered_files(trained, tmp_path, tamper, match):
+    m, _ = trained
+    path = tmp_path / "bad.npz"
+    write_npz(path, tamper(model_arrays(m)))
+    with pytest.raises(ValueError, match=match):
+        fastcnn.load(path)
+
+
+def test_pickled_objects_are_refused_not_run(tmp_path, trained):
+    m, _ = trained
+    arrays = model_arrays(m)
+    arrays["FC.bias"] = np.array([object()] * 10, dtype=object)
+    path = tmp_path / "pickled.npz"
+    write_npz(path, arrays)
+    with pytest.raises(ValueError, match="not a usable fastcnn model file"):
+        fastcnn.load(path)
+
+
+def test_truncated_and_foreign_files(trained, tmp_path):
+    m, _ = trained
+    path = tmp_path / "m.npz"
+    m.save(path)
+    data = path.read_bytes()
+    for cut in (10, len(data) // 2, len(data) - 30):
+        bad = tmp_path / f"cut{cut}.npz"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="not a usable fastcnn model file"):
+            fastcnn.load(bad)
+    flipped = bytearray(data)
+    # corrupt the middle of a stored array (CRC fails) but keep the zip directory
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("C2.weight.npy")
+    flipped[info.header_offset + 200] ^= 0xFF
+    bad = tmp_path / "flipped.npz"
+    bad.write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="not a usable fastcnn model file"):
+        fastcnn.load(bad)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="not a usable fastcnn model file"):
+        fastcnn.load(text)
+    single = tmp_path / "single.npy"
+    np.save(single, np.zeros(3))
+    with pytest.raises(ValueError, match="single array"):
+        fastcnn.load(single)
+    with pytest.raises(FileNotFoundError):
+        fastcnn.load(tmp_path / "missing.npz")

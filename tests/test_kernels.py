@@ -1,0 +1,163 @@
+"""Every kernel against the oracle (tests/oracle.py), through the layers that
+call it: random shapes, map counts and kernel sizes, both dtypes, 1e-12
+relative in float64 and 1e-5 in float32."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastcnn
+import oracle
+from helpers import assert_close
+
+# (N, in_maps, out_maps, H, W, KH, KW): the paper's two layers, 5x5 on widths
+# below, at and above the 8-column block, non-square images and kernels,
+# 1x1 and large kernels.
+CONV_SHAPES = [
+    (3, 1, 6, 28, 28, 5, 5),
+    (2, 6, 12, 12, 12, 5, 5),
+    (2, 2, 3, 9, 13, 5, 5),
+    (1, 3, 2, 5, 5, 5, 5),
+    (2, 2, 3, 11, 7, 3, 3),
+    (2, 3, 4, 10, 17, 1, 1),
+    (1, 2, 2, 14, 20, 7, 7),
+    (2, 1, 2, 16, 19, 11, 11),
+    (2, 2, 2, 12, 15, 2, 4),
+    (1, 2, 3, 13, 30, 9, 3),
+]
+
+
+def make_conv(shape, dtype, rng, activation="sigmoid"):
+    n, c, m, h, w, kh, kw = shape
+    layer = fastcnn.Conv2D(c, m, (kh, kw), activation=activation, name="C")
+    layer.build((c, h, w), dtype)
+    layer.params["weight"][...] = rng.uniform(-0.5, 0.5, layer.params["weight"].shape)
+    layer.params["bias"][...] = rng.uniform(-0.5, 0.5, m)
+    x = rng.random((n, c, h, w)).astype(dtype)
+    return layer, x
+
+
+def check_conv(shape, dtype, rng, activation):
+    layer, x = make_conv(shape, dtype, rng, activation)
+    k, b = layer.params["weight"], layer.params["bias"]
+    y = layer.forward(x)
+    assert y.dtype == dtype
+    assert_close(y, oracle.conv_valid(x, k, b, activation), dtype)
+
+    grad = rng.standard_normal(y.shape).astype(dtype)
+    dx = layer.backward(grad)
+    delta = oracle.conv_delta(grad, y, activation)
+    assert_close(layer.grads["bias"], oracle.conv_bias_grad(delta), dtype)
+    assert_close(layer.grads["weight"], oracle.conv_weight_grad(x, delta, shape[5:]), dtype)
+    assert_close(dx, oracle.conv_input_grad(delta, k, shape[3:5]), dtype)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", None])
+@pytest.mark.parametrize("shape", CONV_SHAPES, ids=lambda s: "N{}C{}M{}-{}x{}-k{}x{}".format(*s))
+def test_conv_matches_oracle(shape, activation, dtype, rng):
+    check_conv(shape, dtype, rng, activation)
+
+
+@st.composite
+def conv_shapes(draw):
+    kh, kw = draw(st.integers(1, 8)), draw(st.integers(1, 8))
+    return (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 5)),
+            kh + draw(st.integers(0, 14)), kw + draw(st.integers(0, 20)), kh, kw)
+
+
+@given(shape=conv_shapes(), dtype=st.sampled_from(["float32", "float64"]),
+       activation=st.sampled_from(["sigmoid", None]), seed=st.integers(0, 2**32 - 1))
+def test_conv_matches_oracle_random_shapes(shape, dtype, activation, seed):
+    check_conv(shape, np.dtype(dtype), np.random.default_rng(seed), activation)
+
+
+def test_first_layer_skips_input_gradient(rng):
+    layer, x = make_conv((2, 1, 3, 10, 10, 5, 5), np.float64, rng)
+    y = layer.forward(x)
+    assert layer.backward(np.ones_like(y), need_input_grad=False) is None
+    with_dx = layer.grads["weight"].copy()
+    layer.backward(np.ones_like(y))
+    np.testing.assert_array_equal(layer.grads["weight"], with_dx)
+
+
+def test_gradients_are_overwritten_not_accumulated(rng):
+    layer, x = make_conv((2, 2, 3, 9, 9, 5, 5), np.float64, rng)
+    y = layer.forward(x)
+    g = rng.standard_normal(y.shape)
+    layer.backward(g)
+    first = layer.grads["weight"].copy()
+    layer.backward(g)
+    np.testing.assert_array_equal(layer.grads["weight"], first)
+
+
+def test_batch_size_changes_reuse_workspaces(rng):
+    # a bigger batch after a smaller one and back again
+    layer, _ = make_conv((1, 2, 3, 12, 12, 5, 5), np.float64, rng)
+    for n in (2, 5, 1, 5):
+        x = rng.random((n, 2, 12, 12))
+        y = layer.forward(x)
+        g = rng.standard_normal(y.shape)
+        layer.backward(g)
+        delta = oracle.conv_delta(g, y)
+        assert_close(layer.grads["weight"], oracle.conv_weight_grad(x, delta, (5, 5)))
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3, 4])
+@pytest.mark.parametrize("hw", [(24, 24), (8, 8), (7, 9), (13, 6)])
+def test_mean_pool_matches_oracle(scale, hw, dtype, rng):
+    h, w = hw
+    if scale > min(h, w):
+        pytest.skip("scale larger than the image")
+    layer = fastcnn.MeanPool2D(scale, name="S")
+    layer.build((3, h, w), dtype)
+    x = rng.random((2, 3, h, w)).astype(dtype)
+    y = layer.forward(x)
+    assert y.shape == (2, 3, h // scale, w // scale)
+    assert_close(y, oracle.mean_pool(x, scale), dtype)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    assert_close(layer.backward(g), oracle.mean_upsample(g, (h, w), scale), dtype)
+
+
+def test_sigmoid_layer_matches_oracle(dtype, rng):
+    layer = fastcnn.Sigmoid(name="s")
+    layer.build((2, 5, 7), dtype)
+    z = (rng.standard_normal((3, 2, 5, 7)) * 10).astype(dtype)
+    y = layer.forward(z)
+    assert_close(y, oracle.sigmoid(z.astype(np.float64)), dtype)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    assert_close(layer.backward(g), oracle.conv_delta(g, y), dtype)
+
+
+def test_sigmoid_saturates_without_nan(dtype):
+    layer = fastcnn.Sigmoid(name="s")
+    layer.build((4,), dtype)
+    big = np.finfo(dtype).max
+    y = layer.forward(np.array([[-big, -1000.0, 1000.0, big]], dtype=dtype))
+    np.testing.assert_array_equal(y, [[0, 0, 1, 1]])
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", None])
+def test_dense_matches_oracle(activation, dtype, rng):
+    layer = fastcnn.Dense(12, 5, activation=activation, name="FC")
+    layer.build((12,), dtype)
+    layer.params["weight"][...] = rng.uniform(-1, 1, (5, 12))
+    layer.params["bias"][...] = rng.uniform(-1, 1, 5)
+    f = rng.random((4, 12)).astype(dtype)
+    y = layer.forward(f)
+    W, b = layer.params["weight"], layer.params["bias"]
+    assert_close(y, oracle.dense(f, W, b, activation), dtype)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    df = layer.backward(g)
+    delta = oracle.conv_delta(g, y, activation)
+    assert_close(layer.grads["weight"], delta.T @ f.astype(np.float64), dtype)   # eq. (19)
+    assert_close(layer.grads["bias"], delta.sum(0), dtype)                       # eq. (24)
+    assert_close(df, delta @ W.astype(np.float64), dtype)                        # eq. (30)
+
+
+def test_flatten_is_c_order(rng):
+    layer = fastcnn.Flatten(name="F")
+    layer.build((3, 4, 4), np.float64)
+    x = rng.random((2, 3, 4, 4))
+    np.testing.assert_array_equal(layer.forward(x), x.reshape(2, -1))
+    np.testing.assert_array_equal(layer.backward(x.reshape(2, -1)), x)
