@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -11,10 +12,15 @@ import pytest
 import fastcnn
 from test_datasets import write_split
 
+# Subprocesses start outside the source tree: `python -m` puts the working
+# directory first on sys.path, where the uncompiled fastcnn/ would shadow the
+# installed package.
+OUTSIDE = tempfile.gettempdir()
+
 
 def run(*args, env=None):
     return subprocess.run([sys.executable, "-m", "fastcnn", *args], capture_output=True,
-                          text=True, env=dict(os.environ, **(env or {})), timeout=600)
+                          text=True, env=dict(os.environ, **(env or {})), timeout=600, cwd=OUTSIDE)
 
 
 def test_help():
@@ -31,7 +37,7 @@ def test_console_script_is_installed():
     exe = shutil.which("fastcnn")
     if exe is None:
         pytest.skip("fastcnn is not on PATH (package not installed with pip)")
-    r = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=120, cwd=OUTSIDE)
     assert r.returncode == 0 and fastcnn.__version__ in r.stdout
 
 
@@ -88,8 +94,8 @@ def test_debug_shows_traceback():
 def test_thread_count_from_environment():
     code = "import fastcnn; print(fastcnn.get_num_threads())"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env=dict(os.environ, FASTCNN_NUM_THREADS="1"))
+                       env=dict(os.environ, FASTCNN_NUM_THREADS="1"), cwd=OUTSIDE)
     assert r.stdout.strip() == "1"
     r = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True,
-                       text=True, env=dict(os.environ, FASTCNN_NUM_THREADS="lots"))
+                       text=True, env=dict(os.environ, FASTCNN_NUM_THREADS="lots"), cwd=OUTSIDE)
     assert r.returncode == 0 and "FASTCNN_NUM_THREADS='lots' is not a positive integer" in r.stderr
