@@ -13,6 +13,7 @@ model and training loop around them are plain Python. Start with:
 
 from fastcnn import datasets
 from fastcnn._openmp import openmp_enabled
+from fastcnn._simd import available_simd_paths, set_simd_path, simd_path
 from fastcnn._threads import get_num_threads, set_num_threads
 from fastcnn._version import __version__
 from fastcnn.io import load
@@ -41,6 +42,7 @@ __all__ = [
     "Sequential",
     "Sigmoid",
     "__version__",
+    "available_simd_paths",
     "build_info",
     "datasets",
     "get_num_threads",
@@ -48,4 +50,6 @@ __all__ = [
     "openmp_enabled",
     "seed_cnn",
     "set_num_threads",
+    "set_simd_path",
+    "simd_path",
 ]

@@ -9,6 +9,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 cdef extern from "kernels.h" nogil:
+    const char *fc_select_isa(int want_avx2)
     void fc_sigmoid_forward_f32(const float *z, Py_ssize_t n, float *y)
     void fc_sigmoid_forward_f64(const double *z, Py_ssize_t n, double *y)
     void fc_sigmoid_backward_f32(const float *y, const float *dy, Py_ssize_t n, float *dz)
@@ -18,6 +19,15 @@ cdef enum:
     # Below this many elements per thread, threads cost more than they save.
     CHUNK = 16384
 
+
+
+def set_isa(bint avx2):
+    """Run the AVX2+FMA kernels if `avx2` and the CPU has them, else the
+    baseline ones; returns the name of the version in use."""
+    return fc_select_isa(avx2).decode()
+
+
+ISA = set_isa(True)
 
 cdef inline void _check(bint ok, str what) except *:
     if not ok:

@@ -8,11 +8,21 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 cdef extern from "kernels.h" nogil:
+    const char *fc_select_isa(int want_avx2)
     void fc_mean_pool_f32(const float *x, int C, int H, int W, int s, float *out)
     void fc_mean_pool_f64(const double *x, int C, int H, int W, int s, double *out)
     void fc_mean_upsample_f32(const float *g, int C, int H, int W, int s, float *dx)
     void fc_mean_upsample_f64(const double *g, int C, int H, int W, int s, double *dx)
 
+
+
+def set_isa(bint avx2):
+    """Run the AVX2+FMA kernels if `avx2` and the CPU has them, else the
+    baseline ones; returns the name of the version in use."""
+    return fc_select_isa(avx2).decode()
+
+
+ISA = set_isa(True)
 
 cdef inline void _check(bint ok, str what) except *:
     if not ok:

@@ -77,7 +77,7 @@ def build_parser():
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)
 
-    info = sub.add_parser("info", help="version, build flags, OpenMP and threads",
+    info = sub.add_parser("info", help="version, build flags, OpenMP, threads and SIMD path",
                           description="Show how this fastcnn was built and what it will run on.")
     info.set_defaults(run=cmd_info)
     return parser
@@ -120,6 +120,7 @@ def cmd_info(args):
           f"{platform.system()}")
     print(f"OpenMP: {'on' if fastcnn.openmp_enabled() else 'off (serial build)'}")
     print(f"threads: {fastcnn.get_num_threads()}")
+    print(f"SIMD kernels: {fastcnn.simd_path()} (available: {', '.join(fastcnn.available_simd_paths())})")
     print(f"compiler: {info.get('compiler', '?')}, flags: {' '.join(info.get('compile_args', []))}")
     return 0
 

@@ -4,7 +4,12 @@ Each layer has
   forward(x)      the feedforward of section 1; keeps what backward needs;
   backward(grad)  given dL/d(output), writes dL/d(parameters) into `grads`
                   (overwritten, not accumulated) and returns dL/d(input).
-Parameters and gradients are arrays allocated once by `build` and then only
+Both check their input and return new arrays. Underneath, `_forward(x, out)`
+and `_backward(grad, dx)` do the work into arrays the caller provides: a
+Sequential model validates once per batch and reuses those arrays from one
+batch to the next.
+
+Parameters and gradients are arrays allocated once and afterwards only
 modified in place, so `model.params[name][...] = value` edits the model.
 
 Arrays are NCHW: (N, C, H, W). Kernels are stored as in the paper: a
@@ -14,7 +19,7 @@ the equivalent PyTorch Conv2d weight.
 
 import numpy as np
 
-from fastcnn import _activation, _conv, _pool
+from fastcnn import _activation, _conv, _dense, _pool
 from fastcnn._threads import get_num_threads
 from fastcnn._validate import check_int
 
@@ -39,8 +44,10 @@ def _pair(value, name):
 class Layer:
     """Base class: a named step of a Sequential model."""
 
-    #: parameter names in order, e.g. ("weight", "bias")
-    param_names = ()
+    #: whether _forward writes into `out` (False: it returns a view of x)
+    writes_output = True
+    #: whether _backward writes into `dx` (False: it returns a view of grad)
+    writes_input_grad = True
 
     def __init__(self, name=None):
         if name is not None and (not isinstance(name, str) or not name or "." in name):
@@ -51,6 +58,7 @@ class Layer:
         self.input_shape = None
         self.output_shape = None
         self.dtype = None
+        self._batch = None
 
     def build(self, input_shape, dtype):
         """Check the per-sample input shape (C, H, W) or (F,), allocate the
@@ -79,6 +87,33 @@ class Layer:
         """The constructor arguments, as JSON-compatible values (saved by `save`)."""
         return {"name": self.name}
 
+    # -------------------------------------------------- public, checked API
+    def forward(self, x):
+        """Output for input x (N,) + input_shape, as a new array (N,) + output_shape."""
+        x = self._check_input(x)
+        out = np.empty((x.shape[0],) + self.output_shape, self.dtype) if self.writes_output else None
+        return self._forward(x, out)
+
+    def backward(self, grad, need_input_grad=True):
+        """Given dL/d(output) of the last forward call, fill `grads` and return
+        dL/d(input) as a new array (None when need_input_grad is false)."""
+        grad = self._check_grad(grad)
+        dx = None
+        if need_input_grad and self.writes_input_grad:
+            dx = np.empty((grad.shape[0],) + self.input_shape, self.dtype)
+        out = self._backward(grad, dx)
+        return out if need_input_grad else None
+
+    # ------------------------------------------- unchecked, caller's arrays
+    def _forward(self, x, out):
+        """Compute into `out` from a checked x; keep what _backward needs."""
+        raise NotImplementedError
+
+    def _backward(self, grad, dx):
+        """Fill `grads`; compute dL/d(input) into dx unless it is None."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------- checking
     def _check_input(self, x):
         """The layer's input as a C-contiguous array of its dtype, of shape (N,) + input_shape."""
         if self.dtype is None:
@@ -96,13 +131,12 @@ class Layer:
 
     def _check_grad(self, grad):
         """dL/d(output) for the batch of the last forward call."""
-        last = getattr(self, "_batch", None)
-        if last is None:
+        if self._batch is None:
             raise RuntimeError(f"{type(self).__name__} {self.name}: backward called before forward")
         grad = np.ascontiguousarray(grad, dtype=self.dtype)
-        if grad.shape != (last,) + self.output_shape:
+        if grad.shape != (self._batch,) + self.output_shape:
             raise self._error(
-                f"gradient has shape {grad.shape}, expected {(last,) + self.output_shape}"
+                f"gradient has shape {grad.shape}, expected {(self._batch,) + self.output_shape}"
             )
         return grad
 
@@ -141,8 +175,6 @@ class Conv2D(Layer):
     Parameters: weight (out_maps, in_maps, kH, kW), bias (out_maps,).
     """
 
-    param_names = ("weight", "bias")
-
     def __init__(self, in_maps, out_maps, kernel_size, activation=None, name=None):
         super().__init__(name)
         self.in_maps = check_int(in_maps, "in_maps")
@@ -172,46 +204,42 @@ class Conv2D(Layer):
         self.params["weight"][...] = rng.uniform(-bound, bound, self.params["weight"].shape)
         self.params["bias"][...] = 0
 
-    def forward(self, x):
-        """x (N, in_maps, H, W) -> C (N, out_maps, H-kH+1, W-kW+1), eq. (5)/(8)."""
-        x = self._check_input(x)
-        self.x, self._batch = x, x.shape[0]
-        self.y = np.empty((x.shape[0],) + self.output_shape, dtype=self.dtype)
-        _conv.conv_forward(x, self.params["weight"], self.params["bias"], self.y,
+    def _forward(self, x, out):
+        """x (N, in_maps, H, W) -> C (N, out_maps, H-kH+1, W-kW+1), eq. (4)-(5), (7)-(8)."""
+        self.x, self.y, self._batch = x, out, x.shape[0]
+        _conv.conv_forward(x, self.params["weight"], self.params["bias"], out,
                            self.activation == "sigmoid", get_num_threads())
-        return self.y
+        return out
 
-    def backward(self, grad, need_input_grad=True):
-        """grad = dL/dC (N, out_maps, OH, OW) -> dL/da (N, in_maps, H, W).
-
-        Fills grads["bias"] (eq. 45, 64), grads["weight"] (eq. 39-40, 58-59)
-        and returns the input gradient of eq. (49)-(51), or None when
-        need_input_grad is false (the first layer has no use for it).
-        """
-        grad = self._check_grad(grad)
-        n = grad.shape[0]
+    def _backward(self, grad, dx):
+        """grad = dL/dC -> grads["bias"] (eq. 45, 64), grads["weight"] (eq. 39-40,
+        58-59), and dL/da into dx (eq. 49-51) unless dx is None (first layer)."""
         t = get_num_threads()
-        ws_pad, ws_dk, ws_db = self._workspaces(n, t)
-        dx = np.empty((n,) + self.input_shape, dtype=self.dtype) if need_input_grad else None
+        ws = self._workspaces(grad.shape[0], t)
         _conv.conv_backward(self.x, self.params["weight"], self.y, grad,
                             self.activation == "sigmoid", self.grads["weight"],
-                            self.grads["bias"], dx, ws_pad, ws_dk, ws_db, t)
+                            self.grads["bias"], dx, ws["delta"], ws["dk"], ws["db"], ws["sum"], t)
         return dx
 
     def _workspaces(self, n, threads):
-        # Allocated on first use and when the batch grows, then reused: the
-        # padded delta maps (one per thread, border kept at zero) and the
-        # per-sample gradient slots that are summed in sample order.
+        # Allocated on first use and when the batch or the thread count grows,
+        # then reused: delta in the kernels' layouts (one per thread; zero
+        # padding that is never written), and one slot of weight-gradient
+        # partial sums per sample, summed in sample order.
         ws = self._ws
-        if ws.get("threads", 0) < threads:
+        if not ws:
             (m, oh, ow), (kh, kw) = self.output_shape, self.kernel_size
-            ws["pad"] = np.zeros((threads, m, oh + 2 * (kh - 1), ow + 2 * (kw - 1)), self.dtype)
+            ws["sizes"] = _conv.workspace_sizes(m, self.in_maps, kh, kw, oh, ow, self.dtype.name)
+            ws["sum"] = np.empty(ws["sizes"][1], self.dtype)
+        per_thread, per_sample = ws["sizes"]
+        if ws.get("threads", 0) < threads:
+            ws["delta"] = np.zeros((threads, per_thread), self.dtype)
             ws["threads"] = threads
         if ws.get("samples", 0) < n:
-            ws["dk"] = np.empty((n,) + self.params["weight"].shape, self.dtype)
+            ws["dk"] = np.empty((n, per_sample), self.dtype)
             ws["db"] = np.empty((n, self.out_maps), self.dtype)
             ws["samples"] = n
-        return ws["pad"], ws["dk"], ws["db"]
+        return ws
 
     def describe(self):
         kh, kw = self.kernel_size
@@ -248,19 +276,14 @@ class MeanPool2D(Layer):
             raise self._error(f"input maps of {h}x{w} are smaller than the pooling scale {self.scale}")
         return (c, h // self.scale, w // self.scale)
 
-    def forward(self, x):
-        x = self._check_input(x)
+    def _forward(self, x, out):
         self._batch = x.shape[0]
-        y = np.empty((x.shape[0],) + self.output_shape, dtype=self.dtype)
-        _pool.mean_pool(x, self.scale, y, get_num_threads())
-        return y
+        _pool.mean_pool(x, self.scale, out, get_num_threads())
+        return out
 
-    def backward(self, grad, need_input_grad=True):
-        grad = self._check_grad(grad)
-        if not need_input_grad:
-            return None
-        dx = np.empty((grad.shape[0],) + self.input_shape, dtype=self.dtype)
-        _pool.mean_upsample(grad, self.scale, dx, get_num_threads())
+    def _backward(self, grad, dx):
+        if dx is not None:
+            _pool.mean_upsample(grad, self.scale, dx, get_num_threads())
         return dx
 
     def describe(self):
@@ -277,21 +300,16 @@ class Sigmoid(Layer):
     placing it elsewhere. Any input shape.
     """
 
-    def forward(self, x):
-        x = self._check_input(x)
-        self._batch = x.shape[0]
-        self.y = np.empty_like(x)
-        _activation.sigmoid_forward(x.reshape(-1), self.y.reshape(-1), get_num_threads())
-        return self.y
+    def _forward(self, x, out):
+        self.y, self._batch = out, x.shape[0]
+        _activation.sigmoid_forward(x.reshape(-1), out.reshape(-1), get_num_threads())
+        return out
 
-    def backward(self, grad, need_input_grad=True):
-        grad = self._check_grad(grad)
-        if not need_input_grad:
-            return None
-        dz = np.empty_like(grad)
-        _activation.sigmoid_backward(self.y.reshape(-1), grad.reshape(-1), dz.reshape(-1),
-                                     get_num_threads())
-        return dz
+    def _backward(self, grad, dx):
+        if dx is not None:
+            _activation.sigmoid_backward(self.y.reshape(-1), grad.reshape(-1), dx.reshape(-1),
+                                         get_num_threads())
+        return dx
 
 
 class Flatten(Layer):
@@ -302,17 +320,26 @@ class Flatten(Layer):
     columns, so it changes nothing that is learned.
     """
 
+    writes_output = False
+    writes_input_grad = False
+
     def compute_output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 
-    def forward(self, x):
-        x = self._check_input(x)
+    def _forward(self, x, out=None):
         self._batch = x.shape[0]
         return x.reshape(x.shape[0], -1)
 
+    def _backward(self, grad, dx=None):
+        return grad.reshape((grad.shape[0],) + self.input_shape)
+
+    # the public methods return new arrays, like the other layers, not views
+    def forward(self, x):
+        return super().forward(x).copy()
+
     def backward(self, grad, need_input_grad=True):
-        grad = self._check_grad(grad)
-        return grad.reshape((grad.shape[0],) + self.input_shape) if need_input_grad else None
+        dx = super().backward(grad, need_input_grad)
+        return None if dx is None else dx.copy()
 
 
 class Dense(Layer):
@@ -327,13 +354,12 @@ class Dense(Layer):
     Parameters: weight (out_features, in_features) as W in eq. (12), bias (out_features,).
     """
 
-    param_names = ("weight", "bias")
-
     def __init__(self, in_features, out_features, activation=None, name=None):
         super().__init__(name)
         self.in_features = check_int(in_features, "in_features")
         self.out_features = check_int(out_features, "out_features")
         self.activation = _check_activation(activation)
+        self._delta = None
 
     def compute_output_shape(self, input_shape):
         if tuple(input_shape) != (self.in_features,):
@@ -352,27 +378,20 @@ class Dense(Layer):
         self.params["weight"][...] = rng.uniform(-bound, bound, self.params["weight"].shape)
         self.params["bias"][...] = 0
 
-    def forward(self, f):
-        f = self._check_input(f)
-        self.x, self._batch = f, f.shape[0]
-        z = f @ self.params["weight"].T
-        z += self.params["bias"]
-        if self.activation == "sigmoid":
-            _activation.sigmoid_forward(z.reshape(-1), z.reshape(-1), get_num_threads())
-        self.y = z
-        return z
+    def _forward(self, f, out):
+        self.x, self.y, self._batch = f, out, f.shape[0]
+        _dense.dense_forward(f, self.params["weight"], self.params["bias"], out,
+                             self.activation == "sigmoid", get_num_threads())
+        return out
 
-    def backward(self, grad, need_input_grad=True):
-        grad = self._check_grad(grad)
-        if self.activation == "sigmoid":
-            delta = np.empty_like(grad)
-            _activation.sigmoid_backward(self.y.reshape(-1), grad.reshape(-1),
-                                         delta.reshape(-1), get_num_threads())
-        else:
-            delta = grad
-        np.matmul(delta.T, self.x, out=self.grads["weight"])
-        np.sum(delta, axis=0, out=self.grads["bias"])
-        return delta @ self.params["weight"] if need_input_grad else None
+    def _backward(self, grad, dx):
+        n = grad.shape[0]
+        if self._delta is None or self._delta.shape[0] < n:
+            self._delta = np.empty((n, self.out_features), self.dtype)
+        _dense.dense_backward(self.x, self.params["weight"], self.y, grad,
+                              self.activation == "sigmoid", self.grads["weight"],
+                              self.grads["bias"], dx, self._delta, get_num_threads())
+        return dx
 
     def describe(self):
         act = f", {self.activation}" if self.activation else ""

@@ -9,11 +9,13 @@ the 1/N is DeepLearnToolbox's averaging of the batch.
 
 import numpy as np
 
+from fastcnn import _loss
 
-def mse(yhat, target):
-    """Return (L, dL/dyhat) for outputs `yhat` (N, K) and targets (N, K)."""
-    n = yhat.shape[0]
-    e = yhat - target
-    loss = 0.5 * float(np.einsum("ij,ij->", e, e, dtype=np.float64)) / n
-    e /= n
-    return loss, e
+
+def mse(yhat, target, grad=None):
+    """Return (L, dL/dyhat) for outputs `yhat` (N, K) and targets (N, K) of
+    one dtype; dL/dyhat goes into `grad` if given (same shape and dtype)."""
+    if grad is None:
+        grad = np.empty_like(yhat)
+    loss = _loss.mse(yhat, target, grad)
+    return loss, grad

@@ -106,13 +106,26 @@ class Sequential:
                 layer.name, layer.dtype, layer.params, layer.grads = name, None, {}, {}
             raise
         self.output_shape = shape
-        self.params = {}
-        self.grads = {}
+        self._gather_parameters()
+        self._plans = {}
+        self.reset_parameters(seed)
+
+    def _gather_parameters(self):
+        # All parameters live in one flat array and all gradients in another;
+        # each layer's arrays are views into them. An SGD step is then one
+        # vector operation, and params/grads stay the layers' own arrays.
+        total = sum(p.size for layer in self.layers for p in layer.params.values())
+        self._flat_params = np.zeros(total, self.dtype)
+        self._flat_grads = np.zeros(total, self.dtype)
+        self.params, self.grads, offset = {}, {}, 0
         for layer in self.layers:
-            for pname in layer.params:
+            for pname, p in list(layer.params.items()):
+                span = slice(offset, offset + p.size)
+                layer.params[pname] = self._flat_params[span].reshape(p.shape)
+                layer.grads[pname] = self._flat_grads[span].reshape(p.shape)
                 self.params[f"{layer.name}.{pname}"] = layer.params[pname]
                 self.grads[f"{layer.name}.{pname}"] = layer.grads[pname]
-        self.reset_parameters(seed)
+                offset += p.size
 
     def _name_layers(self):
         named = [layer.name for layer in self.layers if layer.name is not None]
@@ -160,14 +173,37 @@ class Sequential:
 
     # ------------------------------------------------------- one step, paper
     def forward(self, x):
-        """Section 1, feedforward: images x (N, C, H, W) -> outputs (N, K)."""
+        """Section 1, feedforward: images x (N, C, H, W) -> outputs (N, K), a new array."""
         x = check_images(x, self.input_shape, self.dtype)
-        return self._forward(x)
+        return self._forward(x).copy()
 
-    def _forward(self, x):
-        for layer in self.layers:
-            x = layer.forward(x)
+    def _forward(self, x, plan=None):
+        plan = plan or self._plan(x.shape[0], train=False)
+        for layer, out in zip(self.layers, plan["out"]):
+            x = layer._forward(x, out)
         return x
+
+    # Layer outputs and input gradients for a batch size, kept for reuse: fit
+    # allocates nothing per batch. Only a few sizes, and no huge ones, are kept.
+    _PLANS_KEPT, _PLAN_MAX_BATCH = 4, 4096
+
+    def _plan(self, n, train):
+        key = (n, train)
+        plan = self._plans.pop(key, None)
+        if plan is None:
+            def buffer(shape, wanted):
+                return np.empty((n,) + shape, self.dtype) if wanted else None
+            plan = {
+                "out": [buffer(layer.output_shape, layer.writes_output) for layer in self.layers],
+                "dx": [buffer(layer.input_shape, train and i > 0 and layer.writes_input_grad)
+                       for i, layer in enumerate(self.layers)],
+                "grad": buffer(self.output_shape, train),
+            }
+        if n <= self._PLAN_MAX_BATCH:
+            self._plans[key] = plan  # most recently used last
+            while len(self._plans) > self._PLANS_KEPT:
+                del self._plans[next(iter(self._plans))]
+        return plan
 
     def backprop(self, x, y):
         """Sections 1 and 2: feedforward x, then backpropagate the loss of eq. (13)
@@ -180,10 +216,11 @@ class Sequential:
         return self._backprop(x, t)
 
     def _backprop(self, x, t):
-        yhat = self._forward(x)
-        loss, grad = losses.mse(yhat, t)
+        plan = self._plan(x.shape[0], train=True)
+        yhat = self._forward(x, plan)
+        loss, grad = losses.mse(yhat, t, plan["grad"])
         for i in range(len(self.layers) - 1, -1, -1):
-            grad = self.layers[i].backward(grad, need_input_grad=i > 0)
+            grad = self.layers[i]._backward(grad, plan["dx"][i])
         return loss
 
     def _classes(self):
@@ -246,6 +283,9 @@ class Sequential:
 
         history = History()
         show = bool(progress) and sys.stderr.isatty()
+        # the batch is gathered into the same two arrays every time
+        x_batch = np.empty((batch_size,) + self.input_shape, self.dtype)
+        t_batch = np.empty((batch_size,) + self.output_shape, self.dtype)
         for epoch in range(epochs):
             order = rng.permutation(n)
             start_time = time.perf_counter()
@@ -253,8 +293,13 @@ class Sequential:
                       unit_scale=True, disable=not show, leave=True) as bar:
                 for batch, start in enumerate(range(0, n, batch_size)):
                     idx = order[start : start + batch_size]
-                    xb = np.ascontiguousarray(x[idx], dtype=self.dtype)
-                    loss = self._backprop(xb, t[idx])
+                    xb, tb = x_batch[: len(idx)], t_batch[: len(idx)]
+                    if x.dtype == self.dtype:
+                        np.take(x, idx, axis=0, out=xb, mode="clip")
+                    else:
+                        xb[...] = x[idx]
+                    np.take(t, idx, axis=0, out=tb, mode="clip")
+                    loss = self._backprop(xb, tb)
                     if not np.isfinite(loss):
                         raise FloatingPointError(
                             f"training diverged in epoch {epoch + 1}, batch {batch + 1}: the "
@@ -273,8 +318,9 @@ class Sequential:
                 history.val_error.append(self.evaluate(x_val, y_val))
         return history
 
-    def predict_scores(self, x, batch_size=1024):
-        """Outputs (N, K) of `forward`, computed batch_size images at a time."""
+    def predict_scores(self, x, batch_size=256):
+        """Outputs (N, K) of `forward`, computed batch_size images at a time
+        (memory stays small whatever N is; x may be memory-mapped)."""
         x = check_images(x, self.input_shape, self.dtype, copy_dtype=False)
         batch_size = check_int(batch_size, "batch_size")
         out = np.empty((x.shape[0],) + self.output_shape, dtype=self.dtype)
@@ -283,12 +329,12 @@ class Sequential:
             out[start : start + batch_size] = self._forward(xb)
         return out
 
-    def predict(self, x, batch_size=1024):
+    def predict(self, x, batch_size=256):
         """Class ids (N,) int64: the index of the largest output for each image."""
         self._classes()
         return np.argmax(self.predict_scores(x, batch_size), axis=1).astype(np.int64)
 
-    def evaluate(self, x, y, batch_size=1024):
+    def evaluate(self, x, y, batch_size=256):
         """Fraction of images misclassified, in [0, 1]; y is (N,) labels or (N, K) one-hot."""
         x = check_images(x, self.input_shape, self.dtype, copy_dtype=False)
         labels = check_labels(y, x.shape[0], self._classes())

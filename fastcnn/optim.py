@@ -20,6 +20,11 @@ class SGD:
 
     def step(self):
         """One update of every parameter: eq. (65)-(70)."""
+        flat = getattr(self.model, "_flat_params", None)
+        if flat is not None:
+            # a Sequential keeps all parameters in one array: one operation
+            flat -= self.lr * self.model._flat_grads
+            return
         grads = self.model.grads
         for name, p in self.model.params.items():
             p -= self.lr * grads[name]

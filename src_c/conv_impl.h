@@ -1,245 +1,477 @@
 /* conv_impl.h -- convolution-layer kernels for one floating type.
  *
- * Not a header to include directly: kernels.h includes it once per type with
- *   REAL      float or double
- *   FN(name)  the name with its type suffix (fc_name_f32, fc_name_f64)
- *   EXP       exp for REAL
+ * Not a header to include directly: kernels.h includes it once per type and
+ * instruction set with REAL, REAL_DOUBLE, LANES and FN(name) defined.
  * Equation numbers are those of Zhang, "Derivation of Backpropagation in
  * Convolutional Neural Network" (seeds/000). Indices here are 0-based, so the
- * paper's centred u, v in -2..2 become 0..K-1 and its ceil(i/2) becomes i/2.
+ * paper's centred u, v in -2..2 become 0..K-1: the input pixel a(i-u, j-v) of
+ * eq. (5) is a[i + K-1 - u, j + K-1 - v].
  *
  * Every function works on ONE sample; the Cython callers spread samples over
  * threads. Each output element is written by exactly one call and every sum
  * runs in a fixed order, so results do not depend on the thread count.
+ *
+ * Speed comes from register tiles: a tile keeps RB x CB vectors of LANES
+ * partial sums in registers while the loops over maps and kernel offsets run,
+ * so each multiply-add costs one load of the input and no store. The 5x5
+ * kernels of the paper get the same code with KH = KW = 5 known to the
+ * compiler, which then unrolls the kernel loops.
  */
 
-/* Sum of the LANES partial sums, always in the same pairwise order. */
-FC_INLINE REAL FN(hsum)(const REAL a[FC_LANES])
-{
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-}
-
 /* ------------------------------------------------------------------------
- * Valid correlation, many maps to many maps (the engine of forward and of
- * the input gradient):
+ * Forward, eq. (5) and (8): for output map q,
  *
- *   out[o, i, j] = bias[o] + sum_c sum_{u<KH, v<KW} x[c, i+u, j+v] * w(o, c, u, v)
+ *   z_q(i, j) = b_q + sum_p sum_{u,v} a_p(i-u, j-v) k_pq(u, v)
+ *             = b_q + sum_p sum_{u,v} a[p, i+u, j+v] * k[q, p, KH-1-u, KW-1-v]
  *
- * w(o, c, u, v) = w[o*w_out + c*w_in + u*KW + v], read rotated by 180 degrees
- * when FLIP is set. Its two users:
- *   forward, eq. (5), (8):  x = a, w = k, FLIP = 1. The true convolution
- *       sum_{u,v} a(i-u, j-v) k(u, v) over the valid region is the
- *       correlation of a with rot180(k).
- *   input gradient, eq. (49)-(51): x = delta zero-padded by KH-1 rows and
- *       KW-1 columns on each side, o = input map p, c = output map q,
- *       w(p, q) = k[q, p], FLIP = 0. The full convolution of delta with
- *       rot180(k) is the valid correlation of the padded delta with k.
+ * (the valid true convolution is the correlation with the rotated kernel),
+ * then C_q = sigma(z_q), eq. (4), (7).
  * ---------------------------------------------------------------------- */
 
-/* acc[l] += sum_c sum_{u,v} x[c, u, l+v] * w(c, u, v) for l < LANES;
- * x points at (row i, column j0) of input map 0. */
-FC_INLINE void FN(corr_block)(REAL acc[FC_LANES], const REAL *FC_RESTRICT x,
-                              ptrdiff_t x_map, ptrdiff_t x_row, int C,
-                              const REAL *FC_RESTRICT w, ptrdiff_t w_in,
-                              int KH, int KW, int flip)
+/* One tile: RB rows x CB*LANES columns of z_q starting at x = &a[0, i0, j0];
+ * k = k[q] (C, KH, KW). */
+FC_INLINE void FN(conv_tile)(const REAL *FC_RESTRICT x, ptrdiff_t x_map, ptrdiff_t x_row,
+                             int C, const REAL *FC_RESTRICT k, int KH, int KW, REAL b,
+                             int RB, int CB, REAL *FC_RESTRICT out, ptrdiff_t out_row)
 {
+    VEC acc[8][3]; /* RB <= 8, CB <= 3 */
+    for (int r = 0; r < RB; r++)
+        for (int cb = 0; cb < CB; cb++) acc[r][cb] = FN(vset1)(b);
     for (int c = 0; c < C; c++) {
         const REAL *xc = x + c * x_map;
-        const REAL *wc = w + c * w_in;
+        const REAL *kc = k + (ptrdiff_t)c * KH * KW;
         for (int u = 0; u < KH; u++) {
-            const REAL *xr = xc + u * x_row;
+            const REAL *krot = kc + (ptrdiff_t)(KH - 1 - u) * KW; /* row KH-1-u of k */
             for (int v = 0; v < KW; v++) {
-                const REAL wv = flip ? wc[(KH - 1 - u) * KW + (KW - 1 - v)]
-                                     : wc[u * KW + v];
-                for (int l = 0; l < FC_LANES; l++)
-                    acc[l] += wv * xr[v + l];
+                const VEC w = FN(vset1)(krot[KW - 1 - v]);
+                for (int r = 0; r < RB; r++) {
+                    const REAL *xr = xc + (r + u) * x_row + v;
+                    for (int cb = 0; cb < CB; cb++)
+                        acc[r][cb] = FN(vfma)(acc[r][cb], w, FN(vload)(xr + cb * LANES));
+                }
             }
         }
     }
+    for (int r = 0; r < RB; r++)
+        for (int cb = 0; cb < CB; cb++) FN(vstore)(out + r * out_row + cb * LANES, acc[r][cb]);
 }
 
-/* The same sum for one output element, in the same order (images narrower
- * than LANES). */
-FC_INLINE REAL FN(corr_point)(REAL s, const REAL *FC_RESTRICT x,
-                              ptrdiff_t x_map, ptrdiff_t x_row, int C,
-                              const REAL *FC_RESTRICT w, ptrdiff_t w_in,
-                              int KH, int KW, int flip)
+/* z_q for the whole map, tiled RB x CB*LANES. A last tile that would run past
+ * the edge is moved back to end at it: it recomputes a few outputs with the
+ * same arithmetic, hence the same values, instead of needing a scalar tail.
+ * Needs OH >= RB and OW >= CB*LANES. */
+FC_INLINE void FN(conv_map_tiled)(const REAL *x, int C, int H, int W, const REAL *k,
+                                  int KH, int KW, REAL b, int RB, int CB, REAL *out)
 {
-    for (int c = 0; c < C; c++)
-        for (int u = 0; u < KH; u++)
-            for (int v = 0; v < KW; v++)
-                s += (flip ? w[c * w_in + (KH - 1 - u) * KW + (KW - 1 - v)]
-                           : w[c * w_in + u * KW + v]) *
-                     x[c * x_map + u * x_row + v];
-    return s;
+    const int OH = H - KH + 1, OW = W - KW + 1, TW = CB * LANES;
+    for (int i0 = 0;; i0 += RB) {
+        if (i0 > OH - RB) i0 = OH - RB;
+        for (int j0 = 0;; j0 += TW) {
+            if (j0 > OW - TW) j0 = OW - TW;
+            FN(conv_tile)(x + (ptrdiff_t)i0 * W + j0, (ptrdiff_t)H * W, W, C, k, KH, KW, b,
+                          RB, CB, out + (ptrdiff_t)i0 * OW + j0, OW);
+            if (j0 == OW - TW) break;
+        }
+        if (i0 == OH - RB) break;
+    }
 }
 
-/* out (O, H-KH+1, W-KW+1), contiguous; bias may be NULL. */
-FC_INLINE void FN(corr_valid_body)(const REAL *FC_RESTRICT x, int C, int H, int W,
-                                   ptrdiff_t x_map, ptrdiff_t x_row,
-                                   const REAL *FC_RESTRICT w, ptrdiff_t w_out,
-                                   ptrdiff_t w_in, int O, int KH, int KW, int flip,
-                                   const REAL *FC_RESTRICT bias, int sigmoid,
-                                   REAL *FC_RESTRICT out)
+/* The same sums one output at a time, for maps narrower than LANES. */
+static void FN(conv_map_points)(const REAL *x, int C, int H, int W, const REAL *k, int KH,
+                                int KW, REAL b, REAL *out)
 {
     const int OH = H - KH + 1, OW = W - KW + 1;
-    for (int o = 0; o < O; o++) {
-        const REAL b = bias ? bias[o] : (REAL)0;
-        const REAL *wo = w + o * w_out;
-        for (int i = 0; i < OH; i++) {
-            REAL *orow = out + ((ptrdiff_t)o * OH + i) * OW;
-            const REAL *xrow = x + i * x_row;
-            if (OW < FC_LANES) {
-                for (int j = 0; j < OW; j++) {
-                    REAL s = FN(corr_point)(b, xrow + j, x_map, x_row, C, wo, w_in,
-                                            KH, KW, flip);
-                    orow[j] = sigmoid ? FN(sigmoid)(s) : s;
-                }
-                continue;
-            }
-            /* Blocks of LANES columns; the last block is shifted left to end at
-             * OW, recomputing a few columns with the same arithmetic (so the
-             * same values) instead of a scalar tail. */
-            for (int j0 = 0;; j0 += FC_LANES) {
-                if (j0 > OW - FC_LANES) j0 = OW - FC_LANES;
-                REAL acc[FC_LANES];
-                for (int l = 0; l < FC_LANES; l++) acc[l] = b;
-                FN(corr_block)(acc, xrow + j0, x_map, x_row, C, wo, w_in, KH, KW, flip);
-                for (int l = 0; l < FC_LANES; l++)
-                    orow[j0 + l] = sigmoid ? FN(sigmoid)(acc[l]) : acc[l];
-                if (j0 == OW - FC_LANES) break;
-            }
+    for (int i = 0; i < OH; i++)
+        for (int j = 0; j < OW; j++) {
+            REAL s = b;
+            for (int c = 0; c < C; c++)
+                for (int u = 0; u < KH; u++)
+                    for (int v = 0; v < KW; v++)
+                        s += x[((ptrdiff_t)c * H + i + u) * W + j + v] *
+                             k[((ptrdiff_t)c * KH + KH - 1 - u) * KW + KW - 1 - v];
+            out[(ptrdiff_t)i * OW + j] = s;
         }
+}
+
+/* Tile shape by output width, in vectors: 3 rows x 3 vectors (the paper's
+ * C1 in float), 4 x 2 or 8 x 1 (its C2): at least 8 independent sums, enough
+ * to hide the latency of a multiply-add; one row at a time for short maps. */
+FC_INLINE void FN(conv_map_shaped)(const REAL *x, int C, int H, int W, const REAL *k,
+                                   int KH, int KW, REAL b, REAL *out)
+{
+    const int OH = H - KH + 1, nvec = (W - KW + 1) / LANES;
+    if (nvec >= 3) {
+        if (OH >= 3) FN(conv_map_tiled)(x, C, H, W, k, KH, KW, b, 3, 3, out);
+        else FN(conv_map_tiled)(x, C, H, W, k, KH, KW, b, 1, 3, out);
+    } else if (nvec == 2) {
+        if (OH >= 4) FN(conv_map_tiled)(x, C, H, W, k, KH, KW, b, 4, 2, out);
+        else FN(conv_map_tiled)(x, C, H, W, k, KH, KW, b, 1, 2, out);
+    } else if (nvec == 1) {
+        if (OH >= 8) FN(conv_map_tiled)(x, C, H, W, k, KH, KW, b, 8, 1, out);
+        else FN(conv_map_tiled)(x, C, H, W, k, KH, KW, b, 1, 1, out);
+    } else {
+        FN(conv_map_points)(x, C, H, W, k, KH, KW, b, out);
+    }
+}
+
+/* eq. (4)-(5), (7)-(8) for one sample: out[q] = sigma(sum_p a[p] * k[q, p] + b[q]),
+ * the sigmoid skipped when sigmoid == 0.
+ * x (C, H, W), k (M, C, KH, KW), bias (M), out (M, H-KH+1, W-KW+1). */
+static void FN(conv_forward)(const REAL *x, int C, int H, int W, const REAL *k, int M,
+                             int KH, int KW, const REAL *bias, int sigmoid, REAL *out)
+{
+    const ptrdiff_t OHW = (ptrdiff_t)(H - KH + 1) * (W - KW + 1);
+    for (int q = 0; q < M; q++) {
+        const REAL *kq = k + (ptrdiff_t)q * C * KH * KW;
+        REAL *zq = out + q * OHW;
+        if (KH == 5 && KW == 5)
+            FN(conv_map_shaped)(x, C, H, W, kq, 5, 5, bias[q], zq);
+        else
+            FN(conv_map_shaped)(x, C, H, W, kq, KH, KW, bias[q], zq);
+        if (sigmoid)
+            FN(sigmoid_forward)(zq, OHW, zq); /* eq. (4): C_q = sigma(z_q) */
     }
 }
 
 /* ------------------------------------------------------------------------
- * Weight gradient, eq. (39)-(40) and (58)-(59):
- *
- *   dk[m, c, u, v] = sum_{i<OH, j<OW} d[m, i, j] * x[c, i + KH-1-u, j + KW-1-v]
- *
- * i.e. the valid convolution of rot180(x) with delta. Written as
- * g(a, b) = sum_{i,j} d[i, j] x[i+a, j+b] with (a, b) = (KH-1-u, KW-1-v):
- * a reduction over the whole map, kept in LANES partial sums (one per column
- * of a block) plus a scalar tail, combined in a fixed order at the end.
+ * Backward, one sample. The workspace (conv_ws_delta elements) holds
+ *   d:  delta = dL/dz (eq. 37, 57) as M maps of OH + 2(KH-1) rows of DW
+ *       columns: KH-1 zero rows above and below each map, zero columns
+ *       right of OW (DW = OW rounded up to LANES);
+ *   dT: the same delta as dT[i][j][q], q padded with zeros to MQ (narrow maps).
+ * Zeros are written when the layer allocates it and are never overwritten.
  * ---------------------------------------------------------------------- */
 
-/* g[b] = sum_{i<OH, j<OW} d[i, j] * x[i, j+b] for b < NB (NB <= 8) */
-FC_INLINE void FN(wgrad_cols)(const REAL *FC_RESTRICT x, ptrdiff_t x_row,
-                              const REAL *FC_RESTRICT d, ptrdiff_t d_row,
-                              int OH, int OW, int NB, REAL g[8])
+FC_INLINE int FN(round_lanes)(int n) { return (n + LANES - 1) / LANES * LANES; }
+
+/* The weight gradient is vectorised over output maps unless there are too
+ * few of them to fill a vector and the maps are wide enough to vectorise
+ * along their rows instead. */
+FC_INLINE int FN(wgrad_by_maps)(int M, int OW) { return 2 * M >= LANES || OW < 2 * LANES; }
+
+static ptrdiff_t FN(conv_ws_delta)(int M, int OH, int OW, int KH)
 {
-    REAL acc[8][FC_LANES], tail[8];
-    for (int b = 0; b < NB; b++) {
-        tail[b] = 0;
-        for (int l = 0; l < FC_LANES; l++) acc[b][l] = 0;
-    }
-    const int OWV = OW - OW % FC_LANES;
-    for (int i = 0; i < OH; i++) {
-        const REAL *drow = d + i * d_row;
-        const REAL *xrow = x + i * x_row;
-        for (int j0 = 0; j0 < OWV; j0 += FC_LANES)
-            for (int b = 0; b < NB; b++)
-                for (int l = 0; l < FC_LANES; l++)
-                    acc[b][l] += drow[j0 + l] * xrow[j0 + b + l];
-        for (int j = OWV; j < OW; j++)
-            for (int b = 0; b < NB; b++)
-                tail[b] += drow[j] * xrow[j + b];
-    }
-    for (int b = 0; b < NB; b++) g[b] = FN(hsum)(acc[b]) + tail[b];
+    return (ptrdiff_t)M * (OH + 2 * (KH - 1)) * FN(round_lanes)(OW) +
+           (FN(wgrad_by_maps)(M, OW) ? (ptrdiff_t)OH * OW * FN(round_lanes)(M) : 0);
 }
 
-/* dk (M, C, KH, KW) for one sample; d has M maps of OH x OW at the given strides. */
-FC_INLINE void FN(conv_wgrad_body)(const REAL *FC_RESTRICT x, ptrdiff_t x_map,
-                                   ptrdiff_t x_row, int C,
-                                   const REAL *FC_RESTRICT d, ptrdiff_t d_map,
-                                   ptrdiff_t d_row, int M, int OH, int OW,
-                                   int KH, int KW, REAL *FC_RESTRICT dk)
+/* Elements of one sample's weight-gradient partial sums (see conv_wgrad_finish). */
+static ptrdiff_t FN(conv_ws_wgrad)(int M, int C, int KH, int KW, int OW)
 {
-    /* Columns done together: all KW of them when KW <= 8 (the compiler
-     * unrolls when KW is a constant), else one at a time. */
-    const int NB = KW <= 8 ? KW : 1;
+    return (ptrdiff_t)C * KH * KW * (FN(wgrad_by_maps)(M, OW) ? FN(round_lanes)(M) : M);
+}
+
+/* Weight gradient, eq. (39)-(40), (58)-(59):
+ *
+ *   dk_pq(u, v) = sum_{i,j} a_p(i-u, j-v) delta_q(i, j)
+ *   dk[q, p, KH-1-a, KW-1-b] = sum_{i,j} delta[q, i, j] * x[p, i+a, j+b]
+ *
+ * the valid convolution of rot180(a_p) with delta_q. Two ways to vectorise it.
+ *
+ * Few output maps on wide maps: along j. For each (q, p, a), all KW values of b are summed at
+ * once, each in LANES partial sums (two sets, even and odd rows, to keep
+ * enough sums in flight) plus a scalar tail, combined in a fixed order. */
+FC_INLINE void FN(wgrad_accumulate)(VEC acc[8], const REAL *FC_RESTRICT xrow,
+                                    const REAL *FC_RESTRICT drow, int OWV, int NB)
+{
+    for (int j0 = 0; j0 < OWV; j0 += LANES) {
+        const VEC dv = FN(vload)(drow + j0);
+        for (int b = 0; b < NB; b++) acc[b] = FN(vfma)(acc[b], dv, FN(vload)(xrow + j0 + b));
+    }
+}
+
+FC_INLINE void FN(wgrad_row)(const REAL *FC_RESTRICT x, int W, const REAL *FC_RESTRICT d,
+                             int DW, int OH, int OW, int NB, REAL g[8])
+{
+    VEC even[8], odd[8];
+    REAL tail[8];
+    for (int b = 0; b < NB; b++) {
+        even[b] = odd[b] = FN(vzero)();
+        tail[b] = 0;
+    }
+    const int OWV = OW - OW % LANES;
+    int i = 0;
+    for (; i + 1 < OH; i += 2) {
+        FN(wgrad_accumulate)(even, x + (ptrdiff_t)i * W, d + (ptrdiff_t)i * DW, OWV, NB);
+        FN(wgrad_accumulate)(odd, x + (ptrdiff_t)(i + 1) * W, d + (ptrdiff_t)(i + 1) * DW, OWV, NB);
+    }
+    if (i < OH) FN(wgrad_accumulate)(even, x + (ptrdiff_t)i * W, d + (ptrdiff_t)i * DW, OWV, NB);
+    for (i = 0; i < OH; i++) {
+        const REAL *drow = d + (ptrdiff_t)i * DW, *xrow = x + (ptrdiff_t)i * W;
+        for (int j = OWV; j < OW; j++)
+            for (int b = 0; b < NB; b++) tail[b] += drow[j] * xrow[j + b];
+    }
+    for (int b = 0; b < NB; b++) g[b] = FN(vsum)(FN(vadd)(even[b], odd[b])) + tail[b];
+}
+
+FC_INLINE void FN(wgrad_by_columns)(const REAL *x, int C, int H, int W, const REAL *d, int M,
+                                    int KH, int KW, REAL *dk)
+{
+    const int OH = H - KH + 1, OW = W - KW + 1, DW = FN(round_lanes)(OW);
+    const int NB = KW <= 8 ? KW : 1; /* all columns at once when KW <= 8 */
     REAL g[8];
-    for (int m = 0; m < M; m++)
-        for (int c = 0; c < C; c++) {
-            REAL *dkmc = dk + ((ptrdiff_t)m * C + c) * KH * KW;
+    for (int q = 0; q < M; q++)
+        for (int p = 0; p < C; p++) {
+            REAL *dkqp = dk + ((ptrdiff_t)q * C + p) * KH * KW;
             for (int a = 0; a < KH; a++)
                 for (int b0 = 0; b0 < KW; b0 += NB) {
-                    FN(wgrad_cols)(x + c * x_map + a * x_row + b0, x_row,
-                                   d + m * d_map, d_row, OH, OW, NB, g);
+                    FN(wgrad_row)(x + ((ptrdiff_t)p * H + a) * W + b0, W,
+                                  d + ((ptrdiff_t)q * (OH + 2 * (KH - 1)) + KH - 1) * DW, DW,
+                                  OH, OW, NB, g);
                     for (int b = 0; b < NB; b++)
-                        dkmc[(KH - 1 - a) * KW + (KW - 1 - (b0 + b))] = g[b];
+                        dkqp[(KH - 1 - a) * KW + (KW - 1 - (b0 + b))] = g[b];
                 }
         }
 }
 
-/* ------------------------------------------------------------------------
- * Public per-sample entry points (the 5x5 fast path is the general body with
- * the kernel size known to the compiler, which then unrolls and vectorises it).
- * ---------------------------------------------------------------------- */
-
-/* eq. (4)-(5), (7)-(8): out[q] = sigma(sum_p a[p] * k[q, p] + b[q]) (valid,
- * true convolution); sigma skipped when sigmoid == 0.
- * x (C, H, W), k (M, C, KH, KW), bias (M), out (M, H-KH+1, W-KW+1). */
-static void FN(conv_forward)(const REAL *x, int C, int H, int W, const REAL *k,
-                             int M, int KH, int KW, const REAL *bias, int sigmoid,
-                             REAL *out)
+/* Otherwise along q. g[p][a][b][q] = sum_{i,j} x[p, i+a, j+b] * dT[i][j][q]
+ * for QB vectors of q and NB columns b at a time: every partial sum is a
+ * whole output, so no lanes are summed across; the partials stay in this
+ * [p][a][b][q] layout until conv_wgrad_finish. */
+FC_INLINE void FN(wgrad_maps_cols)(VEC acc[5][2], const REAL *FC_RESTRICT xrow,
+                                   const REAL *FC_RESTRICT drow, int MQ, int j, int NB, int QB)
 {
-    const ptrdiff_t KK = (ptrdiff_t)KH * KW;
-    if (KH == 5 && KW == 5)
-        FN(corr_valid_body)(x, C, H, W, (ptrdiff_t)H * W, W, k, C * 25, 25, M, 5, 5,
-                            1, bias, sigmoid, out);
-    else
-        FN(corr_valid_body)(x, C, H, W, (ptrdiff_t)H * W, W, k, C * KK, KK, M, KH, KW,
-                            1, bias, sigmoid, out);
+    VEC dv[2];
+    for (int qv = 0; qv < QB; qv++) dv[qv] = FN(vload)(drow + (ptrdiff_t)j * MQ + qv * LANES);
+    for (int b = 0; b < NB; b++) {
+        const VEC xb = FN(vset1)(xrow[j + b]);
+        for (int qv = 0; qv < QB; qv++) acc[b][qv] = FN(vfma)(acc[b][qv], xb, dv[qv]);
+    }
 }
 
-/* Backward of conv_forward for one sample.
- *   d   = g * y (1 - y)                 eq. (37), (57)  (d = g without sigmoid)
- *   db  = sum_{i,j} d                   eq. (45), (64)
- *   dk  = rot180(x) (*) d               eq. (39)-(40), (58)-(59)
- *   dx  = sum_q d_q (*)full rot180(k_q) eq. (49)-(51)   (skipped if dx is NULL)
- * y, g (M, OH, OW): layer output and dL/dy. dpad: workspace of M maps of
- * (OH + 2(KH-1)) x (OW + 2(KW-1)) whose border is zero on entry and stays
- * zero; d is written into its interior. dk (M, C, KH, KW), db (M), dx (C, H, W). */
-static void FN(conv_backward)(const REAL *x, int C, int H, int W, const REAL *k,
-                              int M, int KH, int KW, const REAL *y, const REAL *g,
-                              int sigmoid, REAL *dpad, REAL *dk, REAL *db, REAL *dx)
+FC_INLINE void FN(wgrad_maps_block)(const REAL *FC_RESTRICT x, int W, const REAL *FC_RESTRICT dT,
+                                    int MQ, int OH, int OW, int b0, int NB, int q0, int QB,
+                                    REAL *FC_RESTRICT g /* &g[p][a][0][0] */)
 {
-    const int OH = H - KH + 1, OW = W - KW + 1;
-    const int HP = OH + 2 * (KH - 1), WP = OW + 2 * (KW - 1);
-    const ptrdiff_t P = (ptrdiff_t)HP * WP;
-    REAL *d = dpad + (KH - 1) * WP + (KW - 1); /* interior, row stride WP */
+    /* NB <= 5, QB <= 2; with one vector of maps, a second set of sums for
+     * odd columns keeps enough of them in flight */
+    VEC even[5][2], odd[5][2];
+    for (int b = 0; b < NB; b++)
+        for (int qv = 0; qv < QB; qv++) even[b][qv] = odd[b][qv] = FN(vzero)();
+    for (int i = 0; i < OH; i++) {
+        const REAL *xrow = x + (ptrdiff_t)i * W + b0;
+        const REAL *drow = dT + (ptrdiff_t)i * OW * MQ + q0;
+        int j = 0;
+        if (QB == 1)
+            for (; j + 1 < OW; j += 2) {
+                FN(wgrad_maps_cols)(even, xrow, drow, MQ, j, NB, QB);
+                FN(wgrad_maps_cols)(odd, xrow, drow, MQ, j + 1, NB, QB);
+            }
+        for (; j < OW; j++) FN(wgrad_maps_cols)(even, xrow, drow, MQ, j, NB, QB);
+    }
+    for (int b = 0; b < NB; b++)
+        for (int qv = 0; qv < QB; qv++)
+            FN(vstore)(g + (ptrdiff_t)(b0 + b) * MQ + q0 + qv * LANES,
+                       QB == 1 ? FN(vadd)(even[b][qv], odd[b][qv]) : even[b][qv]);
+}
 
-    for (int m = 0; m < M; m++) {
-        REAL acc[FC_LANES] = {0}, tail = 0;
-        for (int i = 0; i < OH; i++) {
-            const REAL *gr = g + ((ptrdiff_t)m * OH + i) * OW;
-            const REAL *yr = y + ((ptrdiff_t)m * OH + i) * OW;
-            REAL *dr = d + m * P + (ptrdiff_t)i * WP;
-            for (int j = 0; j < OW; j++)
-                dr[j] = sigmoid ? gr[j] * yr[j] * ((REAL)1 - yr[j]) : gr[j];
-            const int OWV = OW - OW % FC_LANES;
-            for (int j0 = 0; j0 < OWV; j0 += FC_LANES)
-                for (int l = 0; l < FC_LANES; l++) acc[l] += dr[j0 + l];
-            for (int j = OWV; j < OW; j++) tail += dr[j];
+FC_INLINE void FN(wgrad_by_maps_body)(const REAL *x, int C, int H, int W, const REAL *dT, int M,
+                                      int KH, int KW, REAL *g)
+{
+    const int OH = H - KH + 1, OW = W - KW + 1, MQ = FN(round_lanes)(M);
+    for (int p = 0; p < C; p++)
+        for (int a = 0; a < KH; a++) {
+            const REAL *xa = x + ((ptrdiff_t)p * H + a) * W;
+            REAL *ga = g + ((ptrdiff_t)p * KH + a) * KW * MQ;
+            for (int q0 = 0; q0 < MQ; q0 += 2 * LANES)
+                for (int b0 = 0; b0 < KW; b0 += 5) {
+                    const int NB = KW - b0 < 5 ? KW - b0 : 5;
+                    if (MQ - q0 >= 2 * LANES) {
+                        switch (NB) {
+                        case 5: FN(wgrad_maps_block)(xa, W, dT, MQ, OH, OW, b0, 5, q0, 2, ga); break;
+                        case 4: FN(wgrad_maps_block)(xa, W, dT, MQ, OH, OW, b0, 4, q0, 2, ga); break;
+                        case 3: FN(wgrad_maps_block)(xa, W, dT, MQ, OH, OW, b0, 3, q0, 2, ga); break;
+                        case 2: FN(wgrad_maps_block)(xa, W, dT, MQ, OH, OW, b0, 2, q0, 2, ga); break;
+                        default: FN(wgrad_maps_block)(xa, W, dT, MQ, OH, OW, b0, 1, q0, 2, ga); break;
+                        }
+                    } else {
+                        switch (NB) {
+                        case 5: FN(wgrad_maps_block)(xa, W, dT, MQ, OH, OW, b0, 5, q0, 1, ga); break;
+                        case 4: FN(wgrad_maps_block)(xa, W, dT, MQ, OH, OW, b0, 4, q0, 1, ga); break;
+                        case 3: FN(wgrad_maps_block)(xa, W, dT, MQ, OH, OW, b0, 3, q0, 1, ga); break;
+                        case 2: FN(wgrad_maps_block)(xa, W, dT, MQ, OH, OW, b0, 2, q0, 1, ga); break;
+                        default: FN(wgrad_maps_block)(xa, W, dT, MQ, OH, OW, b0, 1, q0, 1, ga); break;
+                        }
+                    }
+                }
         }
-        db[m] = FN(hsum)(acc) + tail;
+}
+
+/* dk (M, C, KH, KW) from the weight-gradient partials summed over the batch:
+ * a copy for wide maps, the [p][a][b][q] -> [q][p][KH-1-a][KW-1-b] move for
+ * narrow ones. */
+static void FN(conv_wgrad_finish)(const REAL *g, int M, int C, int KH, int KW, int OW, REAL *dk)
+{
+    const ptrdiff_t E = (ptrdiff_t)M * C * KH * KW;
+    if (!FN(wgrad_by_maps)(M, OW)) {
+        memcpy(dk, g, sizeof(REAL) * (size_t)E);
+        return;
+    }
+    const int MQ = FN(round_lanes)(M);
+    for (int p = 0; p < C; p++)
+        for (int a = 0; a < KH; a++)
+            for (int b = 0; b < KW; b++)
+                for (int q = 0; q < M; q++)
+                    dk[(((ptrdiff_t)q * C + p) * KH + KH - 1 - a) * KW + KW - 1 - b] =
+                        g[(((ptrdiff_t)p * KH + a) * KW + b) * MQ + q];
+}
+
+/* Input gradient, eq. (47)-(51):
+ *
+ *   dS_p(i, j) = sum_q sum_{u,v} delta_q(i+u, j+v) k_pq(u, v)      (centred u, v)
+ *              = sum_q delta_q *full rot180(k_pq)
+ *   dx[p, i, j] = sum_q sum_{u,v} delta[q, i-(KH-1)+u, j-(KW-1)+v] * k[q, p, u, v]
+ *
+ * with delta zero outside its map. For a kernel column v the row segment
+ * dx[p, i, s:s+OW], s = KW-1-v, gets sum_q sum_u k[q, p, u, v] * delta row
+ * i-(KH-1)+u: a tile keeps RB rows x PB input maps of these sums in
+ * registers (each delta row load serves PB maps, each weight RB rows), and
+ * the zero rows of the padded delta stand in for rows outside the map. */
+FC_INLINE void FN(dgrad_tile)(const REAL *FC_RESTRICT d, int M, int HP, int DW,
+                              const REAL *FC_RESTRICT k, int C, int KH, int KW, int p0, int PB,
+                              int i0, int RB, int v, int j0, VEC acc[8][3])
+{
+    const ptrdiff_t KK = (ptrdiff_t)KH * KW;
+    for (int r = 0; r < RB; r++)
+        for (int pb = 0; pb < PB; pb++) acc[r][pb] = FN(vzero)();
+    for (int q = 0; q < M; q++) {
+        const REAL *kq = k + ((ptrdiff_t)q * C + p0) * KK + v;
+        const REAL *dq = d + ((ptrdiff_t)q * HP + i0) * DW + j0; /* padded row i0 = delta row i0-(KH-1) */
+        for (int u = 0; u < KH; u++) {
+            VEC w[3];
+            for (int pb = 0; pb < PB; pb++) w[pb] = FN(vset1)(kq[pb * KK + u * KW]);
+            for (int r = 0; r < RB; r++) {
+                const VEC dv = FN(vload)(dq + (ptrdiff_t)(r + u) * DW);
+                for (int pb = 0; pb < PB; pb++) acc[r][pb] = FN(vfma)(acc[r][pb], w[pb], dv);
+            }
+        }
+    }
+}
+
+FC_INLINE void FN(dgrad_maps)(const REAL *FC_RESTRICT d, int M, int OH, int OW, const REAL *FC_RESTRICT k,
+                              int C, int KH, int KW, int p0, int PB, int RB, REAL *FC_RESTRICT dx)
+{
+    const int H = OH + KH - 1, W = OW + KW - 1, HP = OH + 2 * (KH - 1), DW = FN(round_lanes)(OW);
+    int done = 0; /* rows of dx finished */
+    for (int i0 = 0; done < H; i0 += RB) {
+        /* the last tile moves back to end at row H; rows it repeats are not added twice */
+        if (i0 > H - RB) i0 = H - RB;
+        for (int v = 0; v < KW; v++) {
+            const int s = KW - 1 - v;
+            for (int j0 = 0; j0 < DW; j0 += LANES) {
+                VEC acc[8][3];
+                FN(dgrad_tile)(d, M, HP, DW, k, C, KH, KW, p0, PB, i0, RB, v, j0, acc);
+                const int n = OW - j0 < LANES ? OW - j0 : LANES;
+                for (int r = done - i0; r < RB; r++)
+                    for (int pb = 0; pb < PB; pb++) {
+                        REAL *out = dx + ((ptrdiff_t)(p0 + pb) * H + i0 + r) * W + s + j0;
+                        if (n == LANES) {
+                            FN(vstore)(out, FN(vadd)(FN(vload)(out), acc[r][pb]));
+                        } else {
+                            for (int l = 0; l < n; l++) out[l] += FN(vlane)(acc[r][pb], l);
+                        }
+                    }
+            }
+        }
+        done = i0 + RB;
+    }
+}
+
+FC_INLINE void FN(conv_dgrad)(const REAL *FC_RESTRICT d, int M, int OH, int OW,
+                              const REAL *FC_RESTRICT k, int C, int KH, int KW,
+                              REAL *FC_RESTRICT dx)
+{
+    const int H = OH + KH - 1;
+    memset(dx, 0, sizeof(REAL) * (size_t)C * H * (OW + KW - 1));
+    /* blocks of at most 3 maps, as even as possible (6 maps: 3 + 3); tiles
+     * of 4 rows (8 for single maps), or single rows for short maps */
+    const int blocks = (C + 2) / 3;
+    for (int blk = 0, p0 = 0; blk < blocks; blk++) {
+        const int PB = (C - p0 + (blocks - blk) - 1) / (blocks - blk);
+        if (PB == 3 && H >= 4) FN(dgrad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 3, 4, dx);
+        else if (PB == 2 && H >= 4) FN(dgrad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 2, 4, dx);
+        else if (PB == 1 && H >= 8) FN(dgrad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 1, 8, dx);
+        else if (PB == 3) FN(dgrad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 3, 1, dx);
+        else if (PB == 2) FN(dgrad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 2, 1, dx);
+        else FN(dgrad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 1, 1, dx);
+        p0 += PB;
+    }
+}
+
+/* Backward of conv_forward for one sample:
+ *   d   = g * y (1 - y)                     eq. (37), (57)  (d = g without sigmoid)
+ *   db  = sum_{i,j} d                       eq. (45), (64)
+ *   dk  = rot180(x) (*) d                   eq. (39)-(40), (58)-(59)
+ *   dx  = sum_q d_q (*)full rot180(k_q)     eq. (49)-(51)   (skipped if dx is NULL)
+ * x (C, H, W), k (M, C, KH, KW), y and g (M, OH, OW): the layer's output and
+ * dL/dy. ws: conv_ws_delta elements, zero on first use (see above).
+ * Outputs: gk, this sample's conv_ws_wgrad weight-gradient partials (turned
+ * into dk by conv_wgrad_finish once summed over the batch); db (M); dx (C, H, W). */
+static void FN(conv_backward)(const REAL *x, int C, int H, int W, const REAL *k, int M,
+                              int KH, int KW, const REAL *y, const REAL *g, int sigmoid,
+                              REAL *ws, REAL *gk, REAL *db, REAL *dx)
+{
+    const int OH = H - KH + 1, OW = W - KW + 1, DW = FN(round_lanes)(OW);
+    const int HP = OH + 2 * (KH - 1), by_maps = FN(wgrad_by_maps)(M, OW), MQ = FN(round_lanes)(M);
+    REAL *d = ws, *dT = ws + (ptrdiff_t)M * HP * DW;
+    if (by_maps) {
+        /* delta as dT[i][j][q]; then db = sum_{i,j} dT[i][j][:], one lane per map */
+        for (int q = 0; q < M; q++) {
+            const REAL *gq = g + (ptrdiff_t)q * OH * OW, *yq = y + (ptrdiff_t)q * OH * OW;
+            REAL *dTq = dT + q;
+            if (sigmoid)
+                for (ptrdiff_t e = 0; e < (ptrdiff_t)OH * OW; e++)
+                    dTq[e * MQ] = gq[e] * yq[e] * ((REAL)1 - yq[e]);
+            else
+                for (ptrdiff_t e = 0; e < (ptrdiff_t)OH * OW; e++) dTq[e * MQ] = gq[e];
+        }
+        for (int q0 = 0; q0 < MQ; q0 += LANES) {
+            VEC acc = FN(vzero)();
+            for (ptrdiff_t e = 0; e < (ptrdiff_t)OH * OW; e++)
+                acc = FN(vadd)(acc, FN(vload)(dT + e * MQ + q0));
+            for (int l = 0; l < LANES && q0 + l < M; l++) db[q0 + l] = FN(vlane)(acc, l);
+        }
+        if (dx) /* the input gradient reads delta by rows */
+            for (int q = 0; q < M; q++)
+                for (int i = 0; i < OH; i++) {
+                    REAL *dr = d + ((ptrdiff_t)q * HP + KH - 1 + i) * DW;
+                    for (int j = 0; j < OW; j++) dr[j] = dT[((ptrdiff_t)i * OW + j) * MQ + q];
+                }
+    } else {
+        for (int q = 0; q < M; q++) {
+            VEC acc = FN(vzero)();
+            for (int i = 0; i < OH; i++) {
+                const REAL *gr = g + ((ptrdiff_t)q * OH + i) * OW;
+                const REAL *yr = y + ((ptrdiff_t)q * OH + i) * OW;
+                REAL *dr = d + ((ptrdiff_t)q * HP + KH - 1 + i) * DW;
+                if (sigmoid)
+                    for (int j = 0; j < OW; j++) dr[j] = gr[j] * yr[j] * ((REAL)1 - yr[j]);
+                else
+                    for (int j = 0; j < OW; j++) dr[j] = gr[j];
+                /* the zero padding adds nothing, so whole blocks can be summed */
+                for (int j0 = 0; j0 < DW; j0 += LANES) acc = FN(vadd)(acc, FN(vload)(dr + j0));
+            }
+            db[q] = FN(vsum)(acc);
+        }
     }
 
-    if (KH == 5 && KW == 5)
-        FN(conv_wgrad_body)(x, (ptrdiff_t)H * W, W, C, d, P, WP, M, OH, OW, 5, 5, dk);
-    else
-        FN(conv_wgrad_body)(x, (ptrdiff_t)H * W, W, C, d, P, WP, M, OH, OW, KH, KW, dk);
+    if (by_maps) {
+        if (KH == 5 && KW == 5)
+            FN(wgrad_by_maps_body)(x, C, H, W, dT, M, 5, 5, gk);
+        else
+            FN(wgrad_by_maps_body)(x, C, H, W, dT, M, KH, KW, gk);
+    } else {
+        if (KH == 5 && KW == 5)
+            FN(wgrad_by_columns)(x, C, H, W, d, M, 5, 5, gk);
+        else
+            FN(wgrad_by_columns)(x, C, H, W, d, M, KH, KW, gk);
+    }
 
     if (dx) {
-        const ptrdiff_t KK = (ptrdiff_t)KH * KW;
         if (KH == 5 && KW == 5)
-            FN(corr_valid_body)(dpad, M, HP, WP, P, WP, k, 25, C * 25, C, 5, 5, 0,
-                                NULL, 0, dx);
+            FN(conv_dgrad)(d, M, OH, OW, k, C, 5, 5, dx);
         else
-            FN(corr_valid_body)(dpad, M, HP, WP, P, WP, k, KK, C * KK, C, KH, KW, 0,
-                                NULL, 0, dx);
+            FN(conv_dgrad)(d, M, OH, OW, k, C, KH, KW, dx);
     }
 }
 

@@ -1,15 +1,17 @@
 /* fc_common.h -- portability macros shared by the fastcnn kernels.
  *
- * The kernels are plain C99: no allocation, no OpenMP (threading lives in the
+ * The kernels are plain C: no allocation, no OpenMP (threading lives in the
  * Cython callers), no intrinsics. They are written so that an optimising
- * compiler vectorises them: inner loops run over LANES adjacent output
- * columns held in small local arrays, which become SIMD registers.
+ * compiler vectorises them: inner loops run over LANES adjacent columns held
+ * in vectors of LANES elements (8 floats or 4 doubles: one AVX2 register).
  */
 #ifndef FASTCNN_COMMON_H
 #define FASTCNN_COMMON_H
 
-#include <stddef.h>
 #include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #if defined(_MSC_VER)
 #  define FC_RESTRICT __restrict
@@ -19,8 +21,15 @@
 #  define FC_INLINE static inline __attribute__((always_inline))
 #endif
 
-/* Columns computed together. 8 floats fill an AVX2 register (4 doubles fill
- * one, so a double block is two registers); SSE2 builds use two or four. */
-#define FC_LANES 8
+/* GCC/Clang vector extensions, unless FC_NO_VECTOR_EXT asks for the plain
+ * struct fallback of vec_impl.h (what other compilers get). */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(FC_NO_VECTOR_EXT)
+#  define FC_VECTOR_EXT 1
+#else
+#  define FC_VECTOR_EXT 0
+#endif
+
+#define FC_CAT_(a, b) a##b
+#define FC_CAT(a, b) FC_CAT_(a, b)
 
 #endif

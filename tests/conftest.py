@@ -36,6 +36,19 @@ def rng():
     return np.random.default_rng(12345)
 
 
+@pytest.fixture(params=["baseline", "best"])
+def simd(request):
+    """Run the test on the portable kernels and on the fastest this CPU has
+    (AVX2+FMA on x86-64), restoring the choice afterwards."""
+    paths = fastcnn.available_simd_paths()
+    if request.param == "best" and len(paths) == 1:
+        pytest.skip("this CPU or build has only the baseline kernels")
+    before = fastcnn.simd_path()
+    fastcnn.set_simd_path("baseline" if request.param == "baseline" else "auto")
+    yield fastcnn.simd_path()
+    fastcnn.set_simd_path("baseline" if before == "baseline" else "auto")
+
+
 @pytest.fixture
 def threads():
     """Restore the thread setting after a test that changes it."""

@@ -48,7 +48,7 @@ def test_same_seed_same_weights_both_dtypes():
     assert not np.array_equal(a64.params["C1.weight"], c64.params["C1.weight"])
 
 
-def test_backprop_matches_oracle(dtype, rng):
+def test_backprop_matches_oracle(dtype, rng, simd):
     m = fastcnn.seed_cnn(seed=1, dtype=dtype)
     for v in m.params.values():  # non-zero biases exercise eq. (45), (64) fully
         v += rng.uniform(-0.2, 0.2, v.shape).astype(dtype)
@@ -182,7 +182,7 @@ def test_fit_equals_manual_backprop_and_sgd(rng):
 
 
 @pytest.mark.parametrize("dtype_name", ["float32", "float64"])
-def test_bitwise_identical_across_thread_counts(dtype_name, threads, rng):
+def test_bitwise_identical_across_thread_counts(dtype_name, threads, rng, simd):
     x, y = rng.random((64, 1, 28, 28)), rng.integers(0, 10, 64)
     results = []
     for t in (1, 2, 3):

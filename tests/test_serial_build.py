@@ -1,5 +1,6 @@
-"""The build without OpenMP (FASTCNN_NO_OPENMP=1): it compiles, says so, and
-passes the kernel and model tests with the same results.
+"""The most portable build: no OpenMP (FASTCNN_NO_OPENMP=1) and no GCC/Clang
+vector extensions (FASTCNN_NO_VECTOR_EXT=1, the kernels other compilers get).
+It compiles, says so, and passes the kernel, model and validation tests.
 
 Builds a second copy of the package in a temporary directory (a minute or
 two), so it is marked slow.
@@ -29,12 +30,13 @@ def test_serial_build_passes_the_kernel_tests(tmp_path):
                 "*.so", "*.pyd", "*.c", "__pycache__", "_build_info.py"))
         else:
             shutil.copy(path, src / part)
-    env = dict(os.environ, FASTCNN_NO_OPENMP="1")
+    env = dict(os.environ, FASTCNN_NO_OPENMP="1", FASTCNN_NO_VECTOR_EXT="1")
     env.pop("FASTCNN_NUM_THREADS", None)
     build = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=src,
                            env=env, capture_output=True, text=True, timeout=1200)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     assert "-fopenmp" not in build.stdout
+    assert "-DFC_NO_VECTOR_EXT" in build.stdout
 
     env["PYTHONPATH"] = str(src)
     probe = subprocess.run(

@@ -10,6 +10,7 @@ Environment switches (all optional):
   FASTCNN_MARCH=native     add -march=<value> (local builds only; wheels must not)
   FASTCNN_DEBUG=1          -O0 -g instead of -O3
   FASTCNN_DEBUG_CYTHON=1   keep Cython's bounds and wraparound checks on
+  FASTCNN_NO_VECTOR_EXT=1  portable kernels without GCC/Clang vector extensions
 """
 
 import os
@@ -45,13 +46,46 @@ def base_flags(compiler_type):
     checks and exactness against the oracle), -march only on request."""
     if compiler_type == "msvc":
         return (["/Od", "/Zi"] if env_flag("FASTCNN_DEBUG") else ["/O2"]), []
-    compile_args = ["-O0", "-g"] if env_flag("FASTCNN_DEBUG") else ["-O3"]
-    # C99 for `restrict`; warnings about unused Cython-generated code are noise.
-    compile_args += ["-std=c99", "-Wno-unused-function"]
+    # -g0 overrides the -g of Python's own flags: debug info is most of an
+    # extension's size, and wheels should be small
+    compile_args = ["-O0", "-g"] if env_flag("FASTCNN_DEBUG") else ["-O3", "-g0"]
+    # -ffp-contract=fast: fuse a*b + c into one FMA where the target has it
+    #   (GCC's default in GNU mode, but not in ISO modes such as -std=c99).
+    # -fno-trapping-math: we never read floating-point exception flags, so
+    #   selects may be computed on both sides; without it GCC will not
+    #   vectorise the clamps of exp and sigmoid. Neither flag changes NaN or
+    #   infinity handling or reorders sums (unlike -ffast-math, never used).
+    # -fno-math-errno: libm calls need not set errno.
+    compile_args += ["-ffp-contract=fast", "-fno-trapping-math", "-fno-math-errno",
+                     "-Wno-unused-function"]
     march = os.environ.get("FASTCNN_MARCH", "").strip()
     if march:
         compile_args.append("-march=" + march)
+    if env_flag("FASTCNN_NO_VECTOR_EXT"):
+        compile_args.append("-DFC_NO_VECTOR_EXT")
     return compile_args, []
+
+
+def optional_flags(compiler, flags):
+    """The flags of `flags` this compiler accepts (-Wno-psabi is GCC's: it
+    silences notes about passing vector types between inline functions)."""
+    return [flag for flag in flags if _compiles(compiler, [flag, "-Werror"])]
+
+
+def _compiles(compiler, args):
+    tmp = tempfile.mkdtemp(prefix="fastcnn-flag-")
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp)
+        with open("flag.c", "w") as f:
+            f.write("int main(void) { return 0; }\n")
+        compiler.compile(["flag.c"], extra_postargs=args)
+        return True
+    except Exception:  # noqa: BLE001 -- not accepted
+        return False
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def openmp_flags(compiler_type):
@@ -102,6 +136,8 @@ def configure(compiler):
     """Return (compile_args, link_args, info) for every fastcnn extension."""
     ctype = compiler.compiler_type
     compile_args, link_args = base_flags(ctype)
+    if ctype != "msvc":
+        compile_args += optional_flags(compiler, ["-Wno-psabi"])
     info = {"compiler": ctype, "openmp_requested": not env_flag("FASTCNN_NO_OPENMP")}
     openmp = False
     if info["openmp_requested"]:

@@ -1,0 +1,35 @@
+/* instantiate.h -- every kernel for float (_f32) and double (_f64), with the
+ * suffix FC_ISA (the instruction set it is compiled for). Included by
+ * kernels.h once per instruction set; not a header to include directly. */
+
+#define REAL float
+#define REAL_DOUBLE 0
+#define LANES 8 /* one AVX2 register */
+#define FN(name) FC_CAT(FC_CAT(fc_, name), FC_CAT(_f32, FC_ISA))
+#include "vec_impl.h"
+#include "activation_impl.h"
+#include "conv_impl.h"
+#include "pool_impl.h"
+#include "dense_impl.h"
+#include "loss_impl.h"
+#undef REAL
+#undef REAL_DOUBLE
+#undef FN
+#undef VEC
+#undef LANES
+
+#define REAL double
+#define REAL_DOUBLE 1
+#define LANES 4
+#define FN(name) FC_CAT(FC_CAT(fc_, name), FC_CAT(_f64, FC_ISA))
+#include "vec_impl.h"
+#include "activation_impl.h"
+#include "conv_impl.h"
+#include "pool_impl.h"
+#include "dense_impl.h"
+#include "loss_impl.h"
+#undef REAL
+#undef REAL_DOUBLE
+#undef FN
+#undef VEC
+#undef LANES
