@@ -77,6 +77,27 @@ def build_parser():
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)
 
+    bench = sub.add_parser(
+        "bench",
+        help="time an epoch, inference and training steps next to PyTorch and NumPy",
+        description="Headline speed of the paper's network: seconds per epoch, inference "
+        "images/s, microseconds per training step at batch 1 and 50, GFLOP/s against the "
+        "machine's peak; fastcnn, PyTorch (if installed) and NumPy on the same threads, "
+        "medians of --repeat runs. For the full suite: pytest benchmarks/ --benchmark-only.",
+    )
+    bench.add_argument("--threads", type=_positive_int, default=None,
+                       help="threads for all three (default: fastcnn's default)")
+    bench.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                       help="default: %(default)s")
+    bench.add_argument("--impl", default="fastcnn,torch,numpy",
+                       help="comma-separated subset of fastcnn,torch,numpy (default: all)")
+    bench.add_argument("--epoch-images", type=_positive_int, default=60000,
+                       help="images in the timed epoch, scaled to 60,000 (default: %(default)s)")
+    bench.add_argument("--repeat", type=_positive_int, default=3,
+                       help="runs per figure, median reported (default: %(default)s; "
+                       "the baselines' epochs run once)")
+    bench.set_defaults(run=cmd_bench)
+
     info = sub.add_parser("info", help="version, build flags, OpenMP, threads and SIMD path",
                           description="Show how this fastcnn was built and what it will run on.")
     info.set_defaults(run=cmd_info)
@@ -108,6 +129,24 @@ def cmd_train(args):
     if args.save:
         model.save(args.save)
         print(f"saved the model to {args.save}")
+    return 0
+
+
+def cmd_bench(args):
+    import fastcnn
+    from fastcnn import bench
+
+    which = tuple(name.strip() for name in args.impl.split(",") if name.strip())
+    unknown = set(which) - {"fastcnn", "torch", "numpy"}
+    if unknown or not which:
+        raise ValueError(f"--impl takes a subset of fastcnn,torch,numpy, got {args.impl!r}")
+    if "torch" in which and not bench.torch_available():
+        print("PyTorch is not installed: its column is left out (pip install torch)")
+    threads = args.threads or fastcnn.get_num_threads()
+    results, notes = bench.run(threads=threads, dtype=args.dtype, which=which,
+                               epoch_images=args.epoch_images, repeat=args.repeat,
+                               log=lambda text: print(text, file=sys.stderr))
+    print(bench.format_table(results, notes))
     return 0
 
 

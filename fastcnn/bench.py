@@ -1,0 +1,420 @@
+"""Speed of the paper's network: fastcnn next to PyTorch and plain NumPy.
+
+Three implementations of the same work (seed_cnn: forward, squared-error
+loss, backward, SGD), each pinned to the same number of threads:
+
+  fastcnn   this package;
+  torch     PyTorch on the CPU: Conv2d with the rotated kernels, Sigmoid,
+            AvgPool2d, Linear, torch.optim.SGD (skipped if torch is absent);
+  numpy     vectorised NumPy: im2col by sliding_window_view, then matmul
+            (BLAS), as Caffe lowers a convolution (seeds/001, section 3).
+
+`run()` measures the headline figures that `fastcnn bench` prints; the
+pytest-benchmark suite in benchmarks/ times the same callables. Medians of
+repeated runs; ratios are taken within one run on one machine.
+"""
+
+import platform
+import statistics
+import time
+
+import numpy as np
+
+import fastcnn
+from fastcnn.layers import Conv2D, Dense
+
+# ----------------------------------------------------------------- arithmetic
+
+
+def layer_macs(layer):
+    """Multiply-adds of one image through a Conv2D or Dense layer (0 for others)."""
+    if isinstance(layer, Conv2D):
+        m, oh, ow = layer.output_shape
+        kh, kw = layer.kernel_size
+        return m * oh * ow * layer.in_maps * kh * kw
+    if isinstance(layer, Dense):
+        return layer.in_features * layer.out_features
+    return 0
+
+
+def forward_macs(model):
+    """Multiply-adds of one image's forward pass."""
+    return sum(layer_macs(layer) for layer in model.layers)
+
+
+def training_macs(model):
+    """Multiply-adds of one image's training step: the forward pass, the
+    weight gradients (as many again), and the input gradients of every layer
+    with parameters but the first (0.52 M for seed_cnn: 1.05 MFLOP)."""
+    with_params = [layer_macs(layer) for layer in model.layers if layer_macs(layer)]
+    return 2 * forward_macs(model) + sum(with_params[1:])
+
+
+# ------------------------------------------------------------ the machine
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_ghz():
+    """Nominal clock from /proc/cpuinfo, or None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return float(line.split(":", 1)[1]) / 1000
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def peak_gflops(threads, dtype="float32"):
+    """Rough peak of `threads` cores: 2 FMA pipes x SIMD lanes x 2 flops x clock.
+
+    Lanes are those of the kernels in use (AVX2: 8 floats, 4 doubles; the
+    SSE2 baseline half that). Returns (GFLOP/s, how it was computed) or
+    (None, reason) when the clock is unknown."""
+    ghz = cpu_ghz()
+    if ghz is None:
+        return None, "clock unknown"
+    lanes = 8 if fastcnn.simd_path().startswith("avx2") else 4
+    if np.dtype(dtype) == np.float64:
+        lanes //= 2
+    peak = threads * 2 * lanes * 2 * ghz
+    return peak, f"{threads} cores x 2 FMA x {lanes} lanes x 2 flops x {ghz:.2f} GHz"
+
+
+# ------------------------------------------------------------ the baselines
+
+
+class FastcnnImpl:
+    name = "fastcnn"
+
+    def __init__(self, model):
+        self.model = model
+        self.sgd = fastcnn.SGD(model, lr=1.0)
+
+    def step(self, x, t):
+        """One SGD step on a batch (t one-hot): backprop, then eq. (65)-(70)."""
+        loss = self.model._backprop(x, t)
+        self.sgd.step()
+        return loss
+
+    def epoch(self, x, y, batch_size=50, seed=0):
+        self.model.fit(x, y, epochs=1, batch_size=batch_size, lr=1.0, seed=seed, progress=False)
+
+    def predict(self, x):
+        return self.model.predict(x)
+
+
+class TorchImpl:
+    """seed_cnn in PyTorch, starting from the same parameters."""
+
+    name = "torch"
+
+    def __init__(self, model):
+        import torch
+
+        self.torch = torch
+        nn = torch.nn
+        dtype = torch.float32 if model.dtype == np.float32 else torch.float64
+        self.dtype = dtype
+        net = nn.Sequential(
+            nn.Conv2d(1, 6, 5), nn.Sigmoid(), nn.AvgPool2d(2),
+            nn.Conv2d(6, 12, 5), nn.Sigmoid(), nn.AvgPool2d(2),
+            nn.Flatten(), nn.Linear(192, 10), nn.Sigmoid(),
+        ).to(dtype)
+        p = model.params
+        with torch.no_grad():
+            for layer, name in ((net[0], "C1"), (net[3], "C2")):
+                # a true convolution is PyTorch's correlation with the rotated kernel
+                layer.weight.copy_(torch.from_numpy(p[f"{name}.weight"][:, :, ::-1, ::-1].copy()))
+                layer.bias.copy_(torch.from_numpy(p[f"{name}.bias"].copy()))
+            net[7].weight.copy_(torch.from_numpy(p["FC.weight"].copy()))
+            net[7].bias.copy_(torch.from_numpy(p["FC.bias"].copy()))
+        self.net = net
+        self.opt = torch.optim.SGD(net.parameters(), lr=1.0)
+
+    def step(self, x, t):
+        torch = self.torch
+        xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+        self.opt.zero_grad(set_to_none=True)
+        loss = 0.5 * ((self.net(xt) - tt) ** 2).sum() / x.shape[0]
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+    def epoch(self, x, y, batch_size=50, seed=0):
+        torch = self.torch
+        xt = torch.from_numpy(x)
+        tt = torch.nn.functional.one_hot(torch.from_numpy(y), 10).to(self.dtype)
+        order = torch.from_numpy(np.random.default_rng(seed).permutation(len(x)))
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
+            self.opt.zero_grad(set_to_none=True)
+            loss = 0.5 * ((self.net(xt[idx]) - tt[idx]) ** 2).sum() / len(idx)
+            loss.backward()
+            self.opt.step()
+
+    def predict(self, x, batch_size=1000):
+        torch = self.torch
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                out.append(self.net(torch.from_numpy(x[start : start + batch_size])).argmax(1))
+        return torch.cat(out).numpy()
+
+
+class NumpyImpl:
+    """seed_cnn in vectorised NumPy: each convolution as im2col + matmul.
+
+    im2col: sliding_window_view gives every KHxKW window without copying;
+    reshaping them into rows of a matrix copies, and a matmul with the
+    rotated kernels (as a matrix) computes all outputs. The weight gradient
+    is delta^T times the same matrix (seeds/001 eq. 21), the input gradient
+    the im2col of the zero-padded delta times the kernels (eq. 16)."""
+
+    name = "numpy"
+
+    def __init__(self, model):
+        self.p = {k: v.copy() for k, v in model.params.items()}
+        self.dtype = model.dtype
+
+    @staticmethod
+    def _cols(a, kh, kw):
+        n, c, h, w = a.shape
+        win = np.lib.stride_tricks.sliding_window_view(a, (kh, kw), axis=(2, 3))
+        oh, ow = h - kh + 1, w - kw + 1
+        return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw), oh, ow
+
+    def _conv(self, a, name):
+        k, b = self.p[f"{name}.weight"], self.p[f"{name}.bias"]
+        m, c, kh, kw = k.shape
+        cols, oh, ow = self._cols(a, kh, kw)
+        z = cols @ k[:, :, ::-1, ::-1].reshape(m, -1).T + b
+        y = 1 / (1 + np.exp(-z))
+        return y.reshape(a.shape[0], oh, ow, m).transpose(0, 3, 1, 2), cols
+
+    @staticmethod
+    def _pool(a):
+        n, c, h, w = a.shape
+        return a.reshape(n, c, h // 2, 2, w // 2, 2).mean(axis=(3, 5))
+
+    @staticmethod
+    def _unpool(g):
+        return np.repeat(np.repeat(g, 2, axis=2), 2, axis=3) / 4
+
+    def forward(self, x):
+        c1, cols1 = self._conv(x, "C1")
+        s1 = self._pool(c1)
+        c2, cols2 = self._conv(s1, "C2")
+        s2 = self._pool(c2)
+        f = s2.reshape(len(x), -1)
+        yhat = 1 / (1 + np.exp(-(f @ self.p["FC.weight"].T + self.p["FC.bias"])))
+        return yhat, (c1, cols1, s1, c2, cols2, f)
+
+    def _conv_grads(self, delta, cols, name, shape_in, input_grad):
+        k = self.p[f"{name}.weight"]
+        m, c, kh, kw = k.shape
+        d = delta.transpose(0, 2, 3, 1).reshape(-1, m)
+        g = {f"{name}.weight": (d.T @ cols).reshape(m, c, kh, kw)[:, :, ::-1, ::-1],
+             f"{name}.bias": d.sum(0)}
+        if not input_grad:
+            return g, None
+        pad = np.pad(delta, ((0, 0), (0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)))
+        pcols, _, _ = self._cols(pad, kh, kw)
+        dx = pcols @ k.transpose(0, 2, 3, 1).reshape(m * kh * kw, c)
+        n, _, h, w = shape_in
+        return g, dx.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+    def step(self, x, t):
+        n = len(x)
+        yhat, (c1, cols1, s1, c2, cols2, f) = self.forward(x)
+        loss = 0.5 * np.sum((yhat - t) ** 2) / n
+        dy = (yhat - t) * yhat * (1 - yhat) / n
+        grads = {"FC.weight": dy.T @ f, "FC.bias": dy.sum(0)}
+        ds2 = (dy @ self.p["FC.weight"]).reshape(n, 12, 4, 4)
+        d2 = self._unpool(ds2) * c2 * (1 - c2)
+        g2, ds1 = self._conv_grads(d2, cols2, "C2", s1.shape, True)
+        d1 = self._unpool(ds1) * c1 * (1 - c1)
+        g1, _ = self._conv_grads(d1, cols1, "C1", x.shape, False)
+        grads.update(g1)
+        grads.update(g2)
+        for k, g in grads.items():
+            self.p[k] -= g.astype(self.dtype, copy=False)
+        return loss
+
+    def epoch(self, x, y, batch_size=50, seed=0):
+        t = np.eye(10, dtype=self.dtype)[y]
+        order = np.random.default_rng(seed).permutation(len(x))
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
+            self.step(x[idx], t[idx])
+
+    def predict(self, x, batch_size=1000):
+        return np.concatenate([self.forward(x[s : s + batch_size])[0].argmax(1)
+                               for s in range(0, len(x), batch_size)])
+
+
+def torch_available():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def implementations(model, which=("fastcnn", "torch", "numpy")):
+    """The implementations asked for that can run here, each starting from
+    model's parameters (and not changing model)."""
+    out = []
+    for name in which:
+        if name == "fastcnn":
+            twin = fastcnn.Sequential.from_config(model.get_config())
+            for k in model.params:
+                twin.params[k][...] = model.params[k]
+            out.append(FastcnnImpl(twin))
+        elif name == "torch" and torch_available():
+            out.append(TorchImpl(model))
+        elif name == "numpy":
+            out.append(NumpyImpl(model))
+    return out
+
+
+def pin_threads(n):
+    """Use n threads in fastcnn, PyTorch and NumPy's BLAS (threadpoolctl, if installed).
+    Returns a description of what was pinned."""
+    fastcnn.set_num_threads(n)
+    pinned = ["fastcnn"]
+    if torch_available():
+        import torch
+
+        torch.set_num_threads(n)
+        pinned.append("torch")
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+        pinned.append("numpy BLAS")
+    except ImportError:
+        pass
+    return pinned
+
+
+# ------------------------------------------------------------ measuring
+
+
+def median_seconds(fn, repeat, *args):
+    """Median wall time of fn(*args) over `repeat` runs."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _steps(impl, x, t, count):
+    for _ in range(count):
+        impl.step(x, t)
+
+
+def data(n_train=60000, n_test=10000, dtype="float32"):
+    """Fashion-MNIST if it is on this machine (never downloaded here), else
+    random images of the same shape: the timings do not depend on pixels."""
+    from fastcnn import datasets
+
+    try:
+        datasets.locate("fashion-mnist", "train", download_missing=False)
+        x, y = datasets.load("fashion-mnist", "train", dtype=dtype)
+        xt, _ = datasets.load("fashion-mnist", "test", dtype=dtype)
+        source = "Fashion-MNIST"
+    except (FileNotFoundError, ValueError):
+        rng = np.random.default_rng(0)
+        x = rng.random((n_train, 1, 28, 28)).astype(dtype)
+        y = rng.integers(0, 10, n_train)
+        xt = rng.random((n_test, 1, 28, 28)).astype(dtype)
+        source = "random images"
+    return x[:n_train], y[:n_train], xt[:n_test], source
+
+
+def run(threads=2, dtype="float32", which=("fastcnn", "torch", "numpy"), epoch_images=60000,
+        repeat=3, log=print):
+    """Measure the headline figures; returns {impl: {metric: value}} and notes."""
+    pinned = pin_threads(threads)
+    x, y, xt, source = data(epoch_images, 10000, dtype)
+    model = fastcnn.seed_cnn(seed=0, dtype=dtype)
+    impls = implementations(model, which)
+    rng = np.random.default_rng(1)
+    results = {}
+    for impl in impls:
+        r = results[impl.name] = {}
+        log(f"  measuring {impl.name} ...")
+        for n in (1, 50):
+            xb = rng.random((n, 1, 28, 28)).astype(dtype)
+            tb = np.eye(10, dtype=dtype)[rng.integers(0, 10, n)]
+            impl.step(xb, tb)  # warm up
+            count = max(20, 200 // n)
+            r[f"step{n}_us"] = median_seconds(_steps, repeat, impl, xb, tb, count) / count * 1e6
+        impl.predict(xt[:1000])
+        r["inference_img_s"] = len(xt) / median_seconds(impl.predict, repeat, xt)
+        # the baselines' epochs take many seconds: one each
+        epoch_repeat = repeat if impl.name == "fastcnn" else 1
+        r["epoch_s"] = median_seconds(impl.epoch, epoch_repeat, x, y) * 60000 / len(x)
+        r["epoch_gflops"] = training_macs(model) * 2 * 60000 / r["epoch_s"] / 1e9
+    notes = {"threads": threads, "pinned": pinned, "dtype": dtype, "data": source,
+             "epoch_images": len(x), "cpu": cpu_model(), "simd": fastcnn.simd_path(),
+             "openmp": fastcnn.openmp_enabled(), "peak": peak_gflops(threads, dtype),
+             "macs_per_image": training_macs(model)}
+    return results, notes
+
+
+def format_table(results, notes):
+    """The headline table, with each figure's ratio to fastcnn's."""
+    base = results.get("fastcnn", {})
+    rows = [
+        ("seconds per epoch (60,000 images)", "epoch_s", "{:.2f}", True),
+        ("GFLOP/s over the epoch", "epoch_gflops", "{:.1f}", False),
+        ("inference, images/s", "inference_img_s", "{:,.0f}", False),
+        ("training step, batch 1 (us)", "step1_us", "{:.0f}", True),
+        ("training step, batch 50 (us)", "step50_us", "{:.0f}", True),
+        ("  per image at batch 50 (us)", "step50_img_us", "{:.1f}", True),
+    ]
+    for r in results.values():
+        r["step50_img_us"] = r["step50_us"] / 50
+    names = list(results)
+    width = max(len(r[0]) for r in rows) + 2
+    lines = [f"fastcnn {fastcnn.__version__} bench: seed_cnn, {notes['dtype']}, "
+             f"{notes['threads']} thread(s) (pinned: {', '.join(notes['pinned'])}), "
+             f"{notes['data']}", f"CPU: {notes['cpu']}; fastcnn kernels: {notes['simd']}, "
+             f"OpenMP {'on' if notes['openmp'] else 'off'}"]
+    peak, how = notes["peak"]
+    if peak:
+        lines.append(f"peak about {peak:.0f} GFLOP/s ({how}); one training image is "
+                     f"{notes['macs_per_image'] * 2 / 1e6:.2f} MFLOP")
+    lines.append("")
+    lines.append("".ljust(width) + "".join(n.rjust(18) for n in names))
+    for label, key, fmt, lower_is_better in rows:
+        cells = []
+        for n in names:
+            v = results[n][key]
+            text = fmt.format(v)
+            if n != "fastcnn" and key in base and v:
+                ratio = v / base[key] if lower_is_better else base[key] / v
+                text += f" ({ratio:.1f}x)"
+            cells.append(text.rjust(18))
+        lines.append(label.ljust(width) + "".join(cells))
+    if peak and "fastcnn" in results:
+        lines.append("")
+        lines.append(f"fastcnn reaches {results['fastcnn']['epoch_gflops'] / peak:.0%} of that "
+                     f"peak over an epoch. (Nx) = fastcnn is N times faster.")
+    return "\n".join(lines)
+
