@@ -14,7 +14,7 @@ DTYPES = ("float32", "float64")
 
 # Rows checked for NaN/inf at a time, so that a memory-mapped dataset is not
 # pulled into memory whole just to be checked.
-_FINITE_CHUNK_BYTES = 64 << 20
+_FINITE_CHUNK_BYTES = 8 << 20
 
 
 def check_dtype(dtype):

@@ -225,3 +225,28 @@ def test_generic_sequential_naming_and_errors():
     # the failed attempt leaves the layers reusable
     layers[2] = fastcnn.Dense(128, 2)
     assert fastcnn.Sequential(layers, input_shape=(1, 10, 10)).output_shape == (2,)
+
+
+def test_training_steps_allocate_nothing(rng):
+    """fit's inner loop reuses its buffers: after the first step, steps leave
+    nothing behind and allocate almost nothing on the way (a few small
+    Python objects)."""
+    import tracemalloc
+
+    m = fastcnn.seed_cnn(seed=0)
+    x = rng.random((50, 1, 28, 28)).astype(np.float32)
+    t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 50)]
+    sgd = fastcnn.SGD(m, lr=1.0)
+    m._backprop(x, t)
+    sgd.step()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(50):
+            m._backprop(x, t)
+            sgd.step()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - base < 8 * 1024
+    assert current - base < 2 * 1024
