@@ -73,6 +73,8 @@ def build_parser():
                        help="OpenMP threads (default: all usable cores)")
     train.add_argument("--seed", type=_nonnegative_int, default=0,
                        help="seed of initialisation and shuffling (default: %(default)s)")
+    train.add_argument("--algorithm", default="auto", choices=["auto", "direct", "im2col", "fft"],
+                       help="how the convolutions are computed (default: %(default)s)")
     train.add_argument("--save", default=None, metavar="PATH", help="write the trained model (.npz)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)
@@ -112,10 +114,12 @@ def cmd_train(args):
         fastcnn.set_num_threads(args.threads)
     x, y = datasets.load(args.dataset, "train", data_dir=args.data_dir, dtype=args.dtype)
     x_test, y_test = datasets.load(args.dataset, "test", data_dir=args.data_dir, dtype=args.dtype)
-    model = fastcnn.seed_cnn(seed=args.seed, dtype=args.dtype)
+    model = fastcnn.seed_cnn(seed=args.seed, dtype=args.dtype, algorithm=args.algorithm)
+    algorithms = sorted({layer.algorithm_used for layer in model.layers
+                         if isinstance(layer, fastcnn.Conv2D)})
     print(f"fastcnn {fastcnn.__version__}: seed_cnn on {args.dataset} ({len(x)} training, "
           f"{len(x_test)} test images), {args.dtype}, {fastcnn.get_num_threads()} thread(s), "
-          f"batch {args.batch_size}, lr {args.lr:g}")
+          f"batch {args.batch_size}, lr {args.lr:g}, convolution: {', '.join(algorithms)}")
     history = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         seed=args.seed, progress=not args.no_progress,
                         validation_data=(x_test, y_test))

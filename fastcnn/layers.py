@@ -19,7 +19,7 @@ the equivalent PyTorch Conv2d weight.
 
 import numpy as np
 
-from fastcnn import _activation, _conv, _dense, _pool
+from fastcnn import _activation, _dense, _pool, conv_algorithms
 from fastcnn._threads import get_num_threads
 from fastcnn._validate import check_int
 
@@ -169,19 +169,38 @@ class Conv2D(Layer):
         Kernel height and width (5 in the paper; any size works, 5x5 has a
         fast path).
     activation : None or "sigmoid"
+    algorithm : "auto", "direct", "im2col" or "fft"
+        How the sums are computed (fastcnn.conv_algorithms): the direct
+        kernels, a matrix product after im2col, or products of spectra. The
+        results agree to rounding; "auto" picks by the layer's shape.
     name : str, optional
 
     Shape: input (N, in_maps, H, W), output (N, out_maps, H - kH + 1, W - kW + 1).
     Parameters: weight (out_maps, in_maps, kH, kW), bias (out_maps,).
     """
 
-    def __init__(self, in_maps, out_maps, kernel_size, activation=None, name=None):
+    def __init__(self, in_maps, out_maps, kernel_size, activation=None, algorithm="auto",
+                 name=None):
         super().__init__(name)
         self.in_maps = check_int(in_maps, "in_maps")
         self.out_maps = check_int(out_maps, "out_maps")
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.activation = _check_activation(activation)
-        self._ws = {}
+        if algorithm not in conv_algorithms.ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {conv_algorithms.ALGORITHMS}, "
+                             f"got {algorithm!r}")
+        self.algorithm = algorithm
+        self._algo = None
+
+    def build(self, input_shape, dtype):
+        shape = super().build(input_shape, dtype)
+        self._algo = conv_algorithms.make(self)
+        return shape
+
+    @property
+    def algorithm_used(self):
+        """The algorithm that runs: `algorithm`, with "auto" resolved (None before build)."""
+        return None if self._algo is None else self._algo.name
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -207,49 +226,26 @@ class Conv2D(Layer):
     def _forward(self, x, out):
         """x (N, in_maps, H, W) -> C (N, out_maps, H-kH+1, W-kW+1), eq. (4)-(5), (7)-(8)."""
         self.x, self.y, self._batch = x, out, x.shape[0]
-        _conv.conv_forward(x, self.params["weight"], self.params["bias"], out,
-                           self.activation == "sigmoid", get_num_threads())
+        self._algo.forward(x, out)
         return out
 
     def _backward(self, grad, dx):
         """grad = dL/dC -> grads["bias"] (eq. 45, 64), grads["weight"] (eq. 39-40,
         58-59), and dL/da into dx (eq. 49-51) unless dx is None (first layer)."""
-        t = get_num_threads()
-        ws = self._workspaces(grad.shape[0], t)
-        _conv.conv_backward(self.x, self.params["weight"], self.y, grad,
-                            self.activation == "sigmoid", self.grads["weight"],
-                            self.grads["bias"], dx, ws["delta"], ws["dk"], ws["db"], ws["sum"], t)
+        self._algo.backward(grad, dx)
         return dx
-
-    def _workspaces(self, n, threads):
-        # Allocated on first use and when the batch or the thread count grows,
-        # then reused: delta in the kernels' layouts (one per thread; zero
-        # padding that is never written), and one slot of weight-gradient
-        # partial sums per sample, summed in sample order.
-        ws = self._ws
-        if not ws:
-            (m, oh, ow), (kh, kw) = self.output_shape, self.kernel_size
-            ws["sizes"] = _conv.workspace_sizes(m, self.in_maps, kh, kw, oh, ow, self.dtype.name)
-            ws["sum"] = np.empty(ws["sizes"][1], self.dtype)
-        per_thread, per_sample = ws["sizes"]
-        if ws.get("threads", 0) < threads:
-            ws["delta"] = np.zeros((threads, per_thread), self.dtype)
-            ws["threads"] = threads
-        if ws.get("samples", 0) < n:
-            ws["dk"] = np.empty((n, per_sample), self.dtype)
-            ws["db"] = np.empty((n, self.out_maps), self.dtype)
-            ws["samples"] = n
-        return ws
 
     def describe(self):
         kh, kw = self.kernel_size
         act = f", {self.activation}" if self.activation else ""
-        return f"Conv2D {self.in_maps}->{self.out_maps}, {kh}x{kw}{act}"
+        algo = self.algorithm_used or self.algorithm
+        how = f"{self.algorithm}: {algo}" if self.algorithm == "auto" else algo
+        return f"Conv2D {self.in_maps}->{self.out_maps}, {kh}x{kw}{act} ({how})"
 
     def get_config(self):
         return {"in_maps": self.in_maps, "out_maps": self.out_maps,
                 "kernel_size": list(self.kernel_size), "activation": self.activation,
-                "name": self.name}
+                "algorithm": self.algorithm, "name": self.name}
 
 
 class MeanPool2D(Layer):

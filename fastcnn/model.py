@@ -368,7 +368,7 @@ class Sequential:
         io.save(self, path)
 
 
-def seed_cnn(seed=0, dtype="float32"):
+def seed_cnn(seed=0, dtype="float32", algorithm="auto"):
     """The network of the paper (Figure 1) and the DeepLearnToolbox demo.
 
     C1: Conv2D(1 -> 6, 5x5) + sigmoid      eq. (4)-(5)    (N, 6, 24, 24)
@@ -379,12 +379,13 @@ def seed_cnn(seed=0, dtype="float32"):
     FC: Dense(192 -> 10) + sigmoid         eq. (12)       (N, 10)
 
     3898 parameters, initialised by eq. (1)-(3) from np.random.default_rng(seed).
+    `algorithm` ("auto", "direct", "im2col" or "fft") is given to both Conv2D layers.
     """
     return Sequential(
         [
-            Conv2D(1, 6, 5, activation="sigmoid", name="C1"),
+            Conv2D(1, 6, 5, activation="sigmoid", algorithm=algorithm, name="C1"),
             MeanPool2D(2, name="S1"),
-            Conv2D(6, 12, 5, activation="sigmoid", name="C2"),
+            Conv2D(6, 12, 5, activation="sigmoid", algorithm=algorithm, name="C2"),
             MeanPool2D(2, name="S2"),
             Flatten(name="F"),
             Dense(192, 10, activation="sigmoid", name="FC"),
