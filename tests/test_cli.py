@@ -99,3 +99,15 @@ def test_thread_count_from_environment():
     r = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True,
                        text=True, env=dict(os.environ, FASTCNN_NUM_THREADS="lots"), cwd=OUTSIDE)
     assert r.returncode == 0 and "FASTCNN_NUM_THREADS='lots' is not a positive integer" in r.stderr
+
+
+@pytest.mark.parametrize("algorithm", ["im2col", "fft"])
+def test_train_with_another_algorithm(tmp_path, algorithm):
+    data = tmp_path / "data"
+    write_split(data, 60, "train")
+    write_split(data, 20, "test", rng=np.random.default_rng(1))
+    r = run("train", "--dataset", "mnist", "--data-dir", str(data), "--batch-size", "20",
+            "--algorithm", algorithm, "--save", str(tmp_path / "m.npz"))
+    assert r.returncode == 0, r.stderr
+    assert f"convolution: {algorithm}" in r.stdout
+    assert fastcnn.load(tmp_path / "m.npz").layers[0].algorithm == algorithm

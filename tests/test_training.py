@@ -51,3 +51,18 @@ def test_real_training_is_bitwise_identical_on_1_and_2_threads(fashion, dtype, t
         params.append(model.params)
     for name in params[0]:
         np.testing.assert_array_equal(params[0][name], params[1][name])
+
+
+@pytest.mark.slow
+def test_each_algorithm_trains_to_the_same_error(fashion):
+    """One epoch of the demo with the direct, im2col and FFT convolutions: they
+    compute the same sums, so they end at the same test error (to rounding)."""
+    (x, y), (xt, yt) = fashion
+    errors = {}
+    for algorithm in ("direct", "im2col", "fft"):
+        model = fastcnn.seed_cnn(seed=0, algorithm=algorithm)
+        model.fit(x, y, epochs=1, batch_size=50, lr=1.0, seed=0, progress=False)
+        errors[algorithm] = model.evaluate(xt, yt)
+    print("test error after one epoch:", errors)
+    assert all(e < 0.35 for e in errors.values())
+    assert max(errors.values()) - min(errors.values()) <= 0.01
