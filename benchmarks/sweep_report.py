@@ -26,7 +26,7 @@ def newest_sweep():
     return max(runs, key=os.path.getmtime)
 
 
-def load(path):
+def load_run(path):
     with open(path) as f:
         run = json.load(f)
     times = {}
@@ -34,8 +34,16 @@ def load(path):
         if b["group"].startswith("sweep-"):
             e = b["extra_info"]
             times[(e["h"], e["k"], e["maps"], e["impl"])] = b["stats"]["median"]
+    return run, times
+
+
+def load(paths):
+    """The runs, and for each shape and algorithm the fastest of their medians:
+    timing noise only ever adds time, so the minimum is the steadiest figure."""
+    runs = [load_run(p) for p in paths]
+    times = {key: min(t[key] for _, t in runs) for key in runs[0][1]}
     axes = tuple(sorted({key[i] for key in times}) for i in range(3))
-    return run, times, axes
+    return runs, times, axes
 
 
 def markdown(times, axes):
@@ -111,7 +119,7 @@ def write_table(times, axes, path, provenance):
         f.write("}\n")
 
 
-def auto_check(times, axes):
+def auto_check(times):
     """auto's choice on each shape, against the best measured there."""
     import fastcnn
 
@@ -130,17 +138,19 @@ def auto_check(times, axes):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run", nargs="?")
+    p.add_argument("runs", nargs="*", help="saved sweep runs (default: the newest); with "
+                   "several, the fastest median of each shape and algorithm is used")
     p.add_argument("--plot", help="write the crossover plot to this PNG")
     p.add_argument("--write-table", help="write the table algorithm='auto' reads")
     args = p.parse_args()
-    path = args.run or newest_sweep()
-    run, times, axes = load(path)
+    paths = args.runs or [newest_sweep()]
+    runs, times, axes = load(paths)
+    run = runs[0][0]
     m = run["machine_info"]
     provenance = (f"Measured {run['datetime'][:10]} on {m.get('cpu_model')}, "
                   f"{m.get('fastcnn', {}).get('threads')} threads, fastcnn "
                   f"{m.get('fastcnn', {}).get('version')} ({m.get('fastcnn', {}).get('simd')}), "
-                  f"run {os.path.basename(path)}.")
+                  f"the fastest of runs {', '.join(os.path.basename(p)[:4] for p in paths)}.")
     print(provenance + "\n")
     print(markdown(times, axes))
     if args.plot:
@@ -149,9 +159,11 @@ def main():
     if args.write_table:
         write_table(times, axes, args.write_table, provenance)
         print(f"table written to {args.write_table}")
-    ratio, shape = auto_check(times, axes)
-    print(f"\nauto's choice is at most {100 * (ratio - 1):.0f}% slower than the best measured "
-          f"(worst: image, kernel, maps, choice = {shape})")
+    for path, (_, run_times) in zip(paths, runs):
+        ratio, shape = auto_check(run_times)
+        print(f"\nrun {os.path.basename(path)[:4]}: auto's choice is at most "
+              f"{100 * (ratio - 1):.0f}% slower than the best measured in it"
+              + (f" (image, kernel, maps, choice = {shape})" if shape else ""))
 
 
 if __name__ == "__main__":
