@@ -5,21 +5,22 @@ Convolutional Neural Network", in Cython and C with OpenMP; the layers,
 model and training loop around them are plain Python. Start with:
 
     import fastcnn
-    from fastcnn import datasets
+    from fastcnn import callbacks, datasets
     x, y = datasets.load("fashion-mnist", "train")
     model = fastcnn.seed_cnn(seed=0)
     model.fit(x, y, epochs=1, batch_size=50, lr=1.0)
 """
 
-from fastcnn import datasets
+from fastcnn import callbacks, datasets
 from fastcnn._openmp import openmp_enabled
 from fastcnn._simd import available_simd_paths, set_simd_path, simd_path
 from fastcnn._threads import get_num_threads, set_num_threads
 from fastcnn._version import __version__
 from fastcnn.io import load
 from fastcnn.layers import Conv2D, Dense, Flatten, Layer, MeanPool2D, Sigmoid
-from fastcnn.model import History, Sequential, seed_cnn
+from fastcnn.model import Sequential, seed_cnn
 from fastcnn.optim import SGD
+from fastcnn.training import History
 
 
 def build_info():
@@ -44,6 +45,7 @@ __all__ = [
     "__version__",
     "available_simd_paths",
     "build_info",
+    "callbacks",
     "datasets",
     "get_num_threads",
     "load",

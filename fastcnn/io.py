@@ -23,6 +23,8 @@ from fastcnn._version import __version__
 FORMAT = "fastcnn-model"
 FORMAT_VERSION = 1
 CONFIG_KEY = "__config__"
+# checkpoints of fit also hold the state of training, as JSON (see fastcnn.training)
+TRAINING_KEY = "__training__"
 
 
 def atomic_write(path, write):
@@ -47,8 +49,9 @@ def atomic_write(path, write):
         raise
 
 
-def save(model, path):
-    """Write `model` to `path` (.npz; the name is used as given)."""
+def save(model, path, training_state=None):
+    """Write `model` to `path` (.npz; the name is used as given), with the
+    JSON-compatible `training_state` of a checkpoint if given."""
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -56,6 +59,8 @@ def save(model, path):
         "model": model.get_config(),
     }
     arrays = {CONFIG_KEY: np.array(json.dumps(config))}
+    if training_state is not None:
+        arrays[TRAINING_KEY] = np.array(json.dumps(training_state))
     for name, value in model.params.items():
         arrays[name] = value
     atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -65,8 +70,11 @@ def _bad(path, why):
     return ValueError(f"{os.fspath(path)!s} is not a usable fastcnn model file: {why}")
 
 
-def load(path):
-    """Read a model written by `save` (or `Sequential.save`).
+def load(path, with_training_state=False):
+    """Read a model written by `save` (or `Sequential.save`, or a checkpoint of fit).
+
+    With with_training_state=True, return (model, state) where state is the
+    training state of a checkpoint, or None for a plain model file.
 
     Raises ValueError, naming the problem, for a file that is not a fastcnn
     model (wrong format, truncated, corrupt, pickled objects, missing or
@@ -85,8 +93,18 @@ def load(path):
         raise _bad(path, "it holds a single array, not an .npz archive of a model")
     with archive:
         try:
-            return _read(path, archive, Sequential)
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, TypeError) as e:
+            model = _read(path, archive, Sequential)
+            if not with_training_state:
+                return model
+            state = None
+            if TRAINING_KEY in archive.files:
+                raw = archive[TRAINING_KEY]
+                if raw.dtype.kind != "U" or raw.ndim != 0:
+                    raise _bad(path, f"its {TRAINING_KEY!r} entry is not a JSON string")
+                state = json.loads(str(raw))
+            return model, state
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, TypeError,
+                json.JSONDecodeError) as e:
             raise _bad(path, f"it is damaged ({type(e).__name__}: {e})") from None
         except ValueError as e:
             if str(e).startswith(os.fspath(path)):
@@ -124,7 +142,7 @@ def _read(path, archive, Sequential):
         raise _bad(path, f"its architecture cannot be built ({e})") from None
 
     expected = set(model.params)
-    stored = names - {CONFIG_KEY}
+    stored = names - {CONFIG_KEY, TRAINING_KEY}
     missing, unexpected = sorted(expected - stored), sorted(stored - expected)
     if missing or unexpected:
         parts = []

@@ -6,11 +6,8 @@ sigmoid), S1 (2x2 mean), C2 (12 maps, 5x5, sigmoid), S2 (2x2 mean), FC
 (192 -> 10, sigmoid), squared error, SGD.
 """
 
-import sys
-import time
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from fastcnn import losses
 from fastcnn._validate import (
@@ -18,48 +15,14 @@ from fastcnn._validate import (
     check_images,
     check_int,
     check_labels,
-    check_positive_float,
     check_targets,
 )
 from fastcnn.layers import LAYER_TYPES, Conv2D, Dense, Flatten, Layer, MeanPool2D
-from fastcnn.optim import SGD
 
 # Default names follow the paper's letters: C for convolution, S for
 # subsampling (pooling), F for fully connected.
 _NAME_PREFIX = {"Conv2D": "C", "MeanPool2D": "S", "Dense": "F", "Flatten": "flatten",
                 "Sigmoid": "sigmoid"}
-
-
-class History:
-    """What `fit` records.
-
-    Attributes
-    ----------
-    loss : list of float
-        L of every batch, eq. (13) averaged over the batch.
-    smoothed_loss : list of float
-        rL = 0.99 rL + 0.01 L per batch, rL starting at the first L (the curve
-        DeepLearnToolbox plots).
-    epoch_seconds : list of float
-        Wall time of each epoch's training (validation excluded).
-    val_error : list of float
-        Error on `validation_data` after each epoch (empty without it).
-    """
-
-    def __init__(self):
-        self.loss = []
-        self.smoothed_loss = []
-        self.epoch_seconds = []
-        self.val_error = []
-
-    def _record(self, loss):
-        smoothed = loss if not self.smoothed_loss else 0.99 * self.smoothed_loss[-1] + 0.01 * loss
-        self.loss.append(loss)
-        self.smoothed_loss.append(smoothed)
-
-    def __repr__(self):
-        return (f"History(batches={len(self.loss)}, epochs={len(self.epoch_seconds)}, "
-                f"last_loss={self.loss[-1] if self.loss else None})")
 
 
 class Sequential:
@@ -108,6 +71,7 @@ class Sequential:
         self.output_shape = shape
         self._gather_parameters()
         self._plans = {}
+        self.stop_training = False  # set by a callback to end fit after the epoch
         self.reset_parameters(seed)
 
     def _gather_parameters(self):
@@ -205,6 +169,16 @@ class Sequential:
                 del self._plans[next(iter(self._plans))]
         return plan
 
+    def activations(self, x):
+        """Every layer's output for images x (N, C, H, W), in layer order:
+        {layer name: new array (N,) + layer.output_shape}. The maps of the
+        paper's Figure 1, for looking at."""
+        x = check_images(x, self.input_shape, self.dtype)
+        out = {}
+        for layer in self.layers:
+            x = out[layer.name] = layer.forward(x)
+        return out
+
     def backprop(self, x, y):
         """Sections 1 and 2: feedforward x, then backpropagate the loss of eq. (13)
         (averaged over the batch) against labels y (N,) or one-hot targets (N, K).
@@ -233,16 +207,17 @@ class Sequential:
 
     # ---------------------------------------------------------- training, use
     def fit(self, x, y, epochs=1, batch_size=50, lr=1.0, seed=0, progress=True,
-            validation_data=None):
+            validation_data=None, callbacks=None, checkpoint_dir=None, resume=False):
         """Train with SGD on mini-batches, as the DeepLearnToolbox demo does.
 
         Parameters
         ----------
         x : ndarray (N, C, H, W)
-            Training images, floating point in [0, 1].
+            Training images, floating point in [0, 1] (a memory-mapped array is fine).
         y : ndarray (N,) of int, or (N, K)
             Class labels, or one-hot targets.
         epochs : int
+            Epochs in all; with resume=True, those already done count.
         batch_size : int
             Samples per SGD step (50 in the demo); the last batch of an epoch
             may be smaller.
@@ -251,72 +226,37 @@ class Sequential:
         seed : int
             Seeds the shuffle of every epoch (np.random.default_rng(seed)).
         progress : bool
-            Show a progress bar (only when stderr is a terminal).
+            Show a progress bar with loss, smoothed loss and images/s (only
+            when stderr is a terminal).
         validation_data : (x_val, y_val), optional
             Evaluated after each epoch into `History.val_error`.
+        callbacks : list of fastcnn.callbacks.Callback, optional
+            Called at the start and end of training, of each epoch and after
+            each batch (see fastcnn.callbacks: EarlyStopping, CSVLogger).
+        checkpoint_dir : path, optional
+            Save `last.npz` after every epoch and `best.npz` after the best
+            (lowest validation error, else lowest mean loss), atomically.
+        resume : bool
+            Go on from checkpoint_dir/last.npz: its parameters, shuffling
+            state and history. The result equals, bit for bit, that of a run
+            that was never interrupted.
 
         Returns
         -------
         History
-            Per-batch loss and smoothed loss, per-epoch time and validation error.
+            Per-batch loss and smoothed loss, per-epoch mean loss, time and
+            validation error.
 
         For a given seed, the trained parameters are the same bit for bit
-        whatever the number of threads.
+        whatever the number of threads. Ctrl-C finishes the current batch
+        and raises KeyboardInterrupt with the model consistent (see
+        fastcnn.training).
         """
-        x = check_images(x, self.input_shape, self.dtype, copy_dtype=False)
-        n = x.shape[0]
-        t = check_targets(y, n, self._classes(), self.dtype)
-        epochs = check_int(epochs, "epochs")
-        batch_size = check_int(batch_size, "batch_size")
-        if batch_size > n:
-            raise ValueError(f"batch_size {batch_size} is larger than the {n} training images")
-        optimizer = SGD(self, lr=check_positive_float(lr, "lr"))
-        for name, p in self.params.items():
-            if not np.isfinite(p).all():
-                raise ValueError(f"parameter {name} contains NaN or infinity; re-initialise "
-                                 f"the model (reset_parameters) or load a good one")
-        rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
-        if validation_data is not None:
-            x_val, y_val = validation_data
-            x_val = check_images(x_val, self.input_shape, self.dtype, name="x_val", copy_dtype=False)
-            y_val = check_labels(y_val, x_val.shape[0], self._classes(), name="y_val")
+        from fastcnn import training
 
-        history = History()
-        show = bool(progress) and sys.stderr.isatty()
-        # the batch is gathered into the same two arrays every time
-        x_batch = np.empty((batch_size,) + self.input_shape, self.dtype)
-        t_batch = np.empty((batch_size,) + self.output_shape, self.dtype)
-        for epoch in range(epochs):
-            order = rng.permutation(n)
-            start_time = time.perf_counter()
-            with tqdm(total=n, desc=f"epoch {epoch + 1}/{epochs}", unit="img",
-                      unit_scale=True, disable=not show, leave=True) as bar:
-                for batch, start in enumerate(range(0, n, batch_size)):
-                    idx = order[start : start + batch_size]
-                    xb, tb = x_batch[: len(idx)], t_batch[: len(idx)]
-                    if x.dtype == self.dtype:
-                        np.take(x, idx, axis=0, out=xb, mode="clip")
-                    else:
-                        xb[...] = x[idx]
-                    np.take(t, idx, axis=0, out=tb, mode="clip")
-                    loss = self._backprop(xb, tb)
-                    if not np.isfinite(loss):
-                        raise FloatingPointError(
-                            f"training diverged in epoch {epoch + 1}, batch {batch + 1}: the "
-                            f"loss is {loss}. The parameters are those before that batch; "
-                            f"try a smaller learning rate (lr={lr})"
-                        )
-                    optimizer.step()
-                    history._record(loss)
-                    bar.update(len(idx))
-                    if show:
-                        bar.set_postfix(loss=f"{loss:.4f}",
-                                        smoothed=f"{history.smoothed_loss[-1]:.4f}",
-                                        refresh=False)
-            history.epoch_seconds.append(time.perf_counter() - start_time)
-            if validation_data is not None:
-                history.val_error.append(self.evaluate(x_val, y_val))
-        return history
+        return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                            progress=progress, validation_data=validation_data,
+                            callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume)
 
     def predict_scores(self, x, batch_size=256):
         """Outputs (N, K) of `forward`, computed batch_size images at a time
