@@ -53,6 +53,11 @@ SHA256 = {
         "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
     },
 }
+CLASS_NAMES = {
+    "mnist": [str(d) for d in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"],
+}
 SYSTEM_DIR = "/usr/share/datasets"
 DOWNLOAD_TIMEOUT = 60  # seconds without progress before a mirror is given up
 
@@ -265,4 +270,54 @@ def load(name, split="train", data_dir=None, dtype="float32"):
     return x, labels.astype(np.int64)
 
 
-__all__ = ["load", "read_idx", "download", "locate", "search_path", "cache_dir", "DatasetError"]
+def read_images(path, channels=1):
+    """Images to classify, from an IDX file (raw or gzip), a .npy file, or a
+    picture (PNG, JPEG...: needs Pillow, which `fastcnn[plot]` brings).
+
+    Returns float32 (N, channels, H, W) in [0, 1]: 8-bit pixels are divided
+    by 255; float .npy arrays are taken as they are and must lie in [0, 1].
+    Shapes (H, W), (N, H, W) and (N, C, H, W) are accepted; pictures are
+    converted to grey (channels=1) or RGB (channels=3).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    name = path.lower()
+    if name.endswith(".npy"):
+        try:
+            a = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise DatasetError(f"{path}: not a readable .npy array ({e})") from None
+    elif name.endswith((".gz", ".idx")) or "-ubyte" in name or "idx3" in name:
+        a = read_idx(path)
+    else:
+        try:
+            from PIL import Image
+        except ImportError:
+            raise ImportError(f"reading {path} needs Pillow: pip install 'fastcnn[plot]'") from None
+        try:
+            with Image.open(path) as img:
+                a = np.asarray(img.convert("L" if channels == 1 else "RGB"))
+        except OSError as e:
+            raise DatasetError(f"{path}: not a readable image ({e})") from None
+        a = a[None] if channels == 1 else a.transpose(2, 0, 1)[None]
+    if a.dtype == np.uint8:
+        a = a.astype(np.float32) / 255
+    elif a.dtype.kind == "f":
+        if a.size and (not np.isfinite(a).all() or a.min() < 0 or a.max() > 1):
+            raise DatasetError(f"{path}: float pixels must be finite and in [0, 1]")
+        a = a.astype(np.float32)
+    else:
+        raise DatasetError(f"{path}: pixels of dtype {a.dtype}; expected uint8, or floats in [0, 1]")
+    if a.ndim == 2:
+        a = a[None, None]
+    elif a.ndim == 3:
+        a = a[:, None] if channels == 1 else a[None]
+    if a.ndim != 4:
+        raise DatasetError(f"{path}: {a.ndim}-dimensional array; expected (H, W), (N, H, W) "
+                           f"or (N, C, H, W) images")
+    return a
+
+
+__all__ = ["load", "read_idx", "download", "locate", "search_path", "cache_dir", "DatasetError",
+           "CLASS_NAMES", "read_images"]

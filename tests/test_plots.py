@@ -1,0 +1,51 @@
+"""The plots build and write their files (pictures are not compared)."""
+
+import os
+
+import numpy as np
+import pytest
+
+import fastcnn
+
+pytest.importorskip("matplotlib")
+from fastcnn import plots  # noqa: E402
+
+
+@pytest.fixture
+def trained(rng):
+    x, y = rng.random((40, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 40)
+    model = fastcnn.seed_cnn()
+    history = model.fit(x, y, epochs=2, batch_size=10, progress=False, validation_data=(x, y))
+    return model, history, x, y
+
+
+def test_each_plot(trained):
+    model, history, x, y = trained
+    assert len(plots.learning_curve(history).axes) == 2     # loss, and test error on the right
+    assert len(plots.kernels(model, "C1").axes) == 6
+    assert len(plots.kernels(model, "C2").axes) == 72
+    assert len(plots.feature_maps(model, x[0, 0]).axes) == 5 * 12
+    assert len(plots.confusion_matrix(model, x, y).axes) == 1
+    with pytest.raises(ValueError, match="not a convolution"):
+        plots.kernels(model, "S1")
+    with pytest.raises(ValueError, match="no layer named 'C9'"):
+        plots.kernels(model, "C9")
+
+
+def test_save_all(trained, tmp_path):
+    model, history, x, y = trained
+    paths = plots.save_all(model, history, x, y, tmp_path / "plots")
+    names = sorted(os.path.basename(p) for p in paths)
+    assert names == ["confusion_matrix.png", "feature_maps.png", "kernels_C1.png",
+                     "kernels_C2.png", "learning_curve.png"]
+    for p in paths:
+        with open(p, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_activations_are_the_layers_outputs(trained):
+    model, _, x, _ = trained
+    acts = model.activations(x[:3])
+    assert list(acts) == ["C1", "S1", "C2", "S2", "F", "FC"]
+    assert [a.shape[1:] for a in acts.values()] == [layer.output_shape for layer in model.layers]
+    np.testing.assert_array_equal(acts["FC"], model.forward(x[:3]))
