@@ -1,0 +1,65 @@
+"""fastcnn <-> PyTorch: the same outputs and gradients both ways."""
+
+import numpy as np
+import pytest
+
+import fastcnn
+from fastcnn import interop
+from helpers import import_torch
+
+
+def test_to_torch_same_outputs_and_gradients(rng, dtype):
+    torch = import_torch()
+    model = fastcnn.seed_cnn(seed=3, dtype=dtype.name)
+    for p in model.params.values():
+        p += rng.uniform(-0.1, 0.1, p.shape).astype(dtype)
+    net = interop.to_torch(model)
+    assert isinstance(net, torch.nn.Sequential)
+    x = rng.random((5, 1, 28, 28)).astype(dtype)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    out = net(torch.from_numpy(x))
+    np.testing.assert_allclose(out.detach().numpy(), model.forward(x), rtol=tol, atol=tol)
+    labels = rng.integers(0, 10, 5)
+    target = torch.nn.functional.one_hot(torch.from_numpy(labels), 10).to(out.dtype)
+    (0.5 * ((out - target) ** 2).sum() / 5).backward()
+    model.backprop(x, labels)
+    np.testing.assert_allclose(net[0].weight.grad.numpy()[:, :, ::-1, ::-1],
+                               model.grads["C1.weight"], rtol=1e-4 if dtype == np.float32 else 1e-10,
+                               atol=1e-7)
+
+
+def test_from_torch_round_trip_and_other_networks(rng):
+    torch = import_torch()
+    nn = torch.nn
+    net = nn.Sequential(nn.Conv2d(3, 4, (3, 2)), nn.Sigmoid(), nn.AvgPool2d(2), nn.Conv2d(4, 5, 3),
+                        nn.Sigmoid(), nn.Flatten(), nn.Linear(5 * 3 * 4, 7), nn.Sigmoid(),
+                        nn.Linear(7, 3)).double()
+    model = interop.from_torch(net, input_shape=(3, 12, 13))
+    assert model.dtype == np.float64
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "Conv2D", "MeanPool2D", "Conv2D", "Flatten", "Dense", "Dense"]
+    assert model.layers[0].activation == "sigmoid" and model.layers[-1].activation is None
+    x = rng.random((4, 3, 12, 13))
+    np.testing.assert_allclose(model.forward(x), net(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-12, atol=1e-12)
+    back = interop.to_torch(model)
+    np.testing.assert_allclose(back(torch.from_numpy(x)).detach().numpy(), model.forward(x),
+                               rtol=1e-12, atol=1e-12)
+    # a float32 network becomes a float32 model
+    assert interop.from_torch(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), (1, 2, 2)).dtype == np.float32
+
+
+@pytest.mark.parametrize("module, match", [
+    ("nn.Conv2d(1, 2, 3, padding=1)", "padding"),
+    ("nn.Conv2d(1, 2, 3, stride=2)", "stride"),
+    ("nn.Conv2d(2, 2, 3, groups=2)", "groups"),
+    ("nn.Conv2d(1, 2, 3, bias=False)", "bias"),
+    ("nn.MaxPool2d(2)", "MaxPool2d.* no fastcnn equivalent"),
+    ("nn.ReLU()", "ReLU"),
+    ("nn.AvgPool2d(2, stride=1)", "stride equal"),
+])
+def test_from_torch_names_what_it_cannot_translate(module, match):
+    torch = import_torch()
+    nn = torch.nn  # noqa: F841 - used by eval
+    with pytest.raises(ValueError, match=match):
+        interop.from_torch(torch.nn.Sequential(eval(module)), input_shape=(1, 8, 8))
