@@ -8,10 +8,13 @@ Errors print one line and exit with status 1 (2 for a bad command line);
 """
 
 import argparse
+import os
 import platform
 import sys
 
 import numpy as np
+
+from fastcnn.callbacks import Callback
 
 
 def _positive_int(text):
@@ -76,8 +79,50 @@ def build_parser():
     train.add_argument("--algorithm", default="auto", choices=["auto", "direct", "im2col", "fft"],
                        help="how the convolutions are computed (default: %(default)s)")
     train.add_argument("--save", default=None, metavar="PATH", help="write the trained model (.npz)")
+    train.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                       help="write DIR/last.npz after every epoch and DIR/best.npz after the best")
+    train.add_argument("--resume", action="store_true",
+                       help="go on from --checkpoint-dir's last.npz, as if never stopped")
+    train.add_argument("--plot", default=None, metavar="DIR",
+                       help="write the learning curve, kernels, feature maps and confusion "
+                            "matrix as PNG files into DIR (needs matplotlib)")
+    train.add_argument("--csv-log", default=None, metavar="PATH",
+                       help="write one CSV row per epoch (loss, test error, seconds)")
+    train.add_argument("--early-stopping", type=_positive_int, default=None, metavar="N",
+                       help="stop after N epochs without a lower test error (keeps the best)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="error rate of a saved model on a dataset",
+                              description="Print the error rate of MODEL on a dataset split, "
+                                          "and its errors class by class.")
+    evaluate.add_argument("model", help="a model file written by fastcnn (.npz)")
+    evaluate.add_argument("--dataset", default="fashion-mnist", choices=["mnist", "fashion-mnist"])
+    evaluate.add_argument("--split", default="test", choices=["train", "test"])
+    evaluate.add_argument("--data-dir", default=None, help="directory with the IDX files")
+    evaluate.set_defaults(run=cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="classify images with a saved model",
+                             description="Print the class of each image in IMAGES (IDX files, "
+                                         ".npy arrays, or pictures such as PNG), or write a CSV.")
+    predict.add_argument("model", help="a model file written by fastcnn (.npz)")
+    predict.add_argument("images", nargs="+", help="IDX, .npy or picture files")
+    predict.add_argument("--csv", default=None, metavar="PATH",
+                         help="write file,index,label,score_0.. rows to PATH instead of printing")
+    predict.add_argument("--invert", action="store_true",
+                         help="use 1 - pixel (dark strokes on light paper, unlike MNIST)")
+    predict.set_defaults(run=cmd_predict)
+
+    gradcheck = sub.add_parser(
+        "gradcheck", help="check the backpropagation of the paper's network numerically",
+        description="Compare the gradients of seed_cnn (float64) with central differences of "
+                    "the loss, entry by entry: the paper's derivation checked on this machine.")
+    gradcheck.add_argument("--samples", type=_positive_int, default=25,
+                           help="entries checked per parameter tensor (default: %(default)s)")
+    gradcheck.add_argument("--batch", type=_positive_int, default=4, help="images (default: 4)")
+    gradcheck.add_argument("--seed", type=_nonnegative_int, default=0)
+    gradcheck.add_argument("--algorithm", default="auto", choices=["auto", "direct", "im2col", "fft"])
+    gradcheck.set_defaults(run=cmd_gradcheck)
 
     bench = sub.add_parser(
         "bench",
@@ -108,8 +153,10 @@ def build_parser():
 
 def cmd_train(args):
     import fastcnn
-    from fastcnn import datasets
+    from fastcnn import callbacks, datasets
 
+    if args.resume and not args.checkpoint_dir:
+        raise ValueError("--resume needs --checkpoint-dir (where the run was checkpointed)")
     if args.threads is not None:
         fastcnn.set_num_threads(args.threads)
     x, y = datasets.load(args.dataset, "train", data_dir=args.data_dir, dtype=args.dtype)
@@ -120,20 +167,135 @@ def cmd_train(args):
     print(f"fastcnn {fastcnn.__version__}: seed_cnn on {args.dataset} ({len(x)} training, "
           f"{len(x_test)} test images), {args.dtype}, {fastcnn.get_num_threads()} thread(s), "
           f"batch {args.batch_size}, lr {args.lr:g}, convolution: {', '.join(algorithms)}")
-    history = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                        seed=args.seed, progress=not args.no_progress,
-                        validation_data=(x_test, y_test))
-    batches = len(history.loss) // args.epochs
-    for epoch, (seconds, error) in enumerate(zip(history.epoch_seconds, history.val_error)):
-        loss = history.smoothed_loss[(epoch + 1) * batches - 1]
-        print(f"epoch {epoch + 1}: smoothed loss {loss:.4f}, test error {error:.4f}, {seconds:.2f} s")
+    hooks = []
+    if args.csv_log:
+        hooks.append(callbacks.CSVLogger(args.csv_log))
+    if args.early_stopping:
+        hooks.append(callbacks.EarlyStopping("val_error", patience=args.early_stopping))
+    hooks.append(_PrintEpochs())
+    try:
+        history = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                            seed=args.seed, progress=not args.no_progress,
+                            validation_data=(x_test, y_test), callbacks=hooks,
+                            checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+    except KeyboardInterrupt as e:
+        hint = ("; go on with the same command and --resume" if args.checkpoint_dir
+                else "; use --checkpoint-dir to be able to resume")
+        print(f"fastcnn: interrupted: {e or 'training stopped'}{hint}", file=sys.stderr)
+        return 130
+    if not history.val_error:
+        print(f"nothing to do: the checkpoint already holds {args.epochs} epoch(s)")
+        return 0
     error = history.val_error[-1]
     print(f"test error: {error:.4f} ({round(error * len(x_test))} of {len(x_test)} misclassified)")
     print(f"seconds per epoch: {np.mean(history.epoch_seconds):.2f}")
     if args.save:
         model.save(args.save)
         print(f"saved the model to {args.save}")
+    if args.plot:
+        from fastcnn import plots
+
+        paths = plots.save_all(model, history, x_test, y_test, args.plot,
+                               class_names=datasets.CLASS_NAMES[args.dataset])
+        print(f"plots written to {args.plot}: " + ", ".join(os.path.basename(p) for p in paths))
     return 0
+
+
+class _PrintEpochs(Callback):
+    """A line per epoch, besides the progress bar."""
+
+    def on_epoch_end(self, epoch, logs, model):
+        print(f"epoch {epoch}: smoothed loss {logs['smoothed_loss']:.4f}, "
+              f"test error {logs['val_error']:.4f}, {logs['seconds']:.2f} s", flush=True)
+
+
+def cmd_evaluate(args):
+    import fastcnn
+    from fastcnn import datasets
+
+    model = fastcnn.load(args.model)
+    x, y = datasets.load(args.dataset, args.split, data_dir=args.data_dir, dtype=model.dtype.name)
+    predicted = model.predict(x)
+    wrong = predicted != y
+    print(f"{args.model} on {args.dataset} {args.split} ({len(y)} images): error "
+          f"{wrong.mean():.4f} ({int(wrong.sum())} misclassified)")
+    names = datasets.CLASS_NAMES[args.dataset]
+    width = max(len(n) for n in names)
+    for c, name in enumerate(names):
+        mask = y == c
+        if mask.any():
+            print(f"  {name.ljust(width)}  error {wrong[mask].mean():.4f} of {int(mask.sum())}")
+    return 0
+
+
+def cmd_predict(args):
+    import csv
+
+    import fastcnn
+    from fastcnn import datasets
+
+    model = fastcnn.load(args.model)
+    rows = []
+    for path in args.images:
+        x = datasets.read_images(path, channels=model.input_shape[0])
+        if args.invert:
+            x = 1 - x
+        scores = model.predict_scores(x)
+        for i, s in enumerate(scores):
+            rows.append((path, i, int(np.argmax(s)), s))
+    if args.csv:
+        import io as _io
+
+        from fastcnn.io import atomic_write
+
+        text = _io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["file", "index", "label"] + [f"score_{k}" for k in range(model.output_shape[0])])
+        for path, i, label, s in rows:
+            writer.writerow([path, i, label] + [f"{v:.6g}" for v in s])
+        data = text.getvalue().encode()
+        atomic_write(args.csv, lambda f: f.write(data))
+        print(f"{len(rows)} predictions written to {args.csv}")
+    else:
+        for path, i, label, _ in rows:
+            print(f"{path}[{i}]: {label}")
+    return 0
+
+
+def cmd_gradcheck(args):
+    import fastcnn
+
+    rng = np.random.default_rng(args.seed)
+    model = fastcnn.seed_cnn(seed=args.seed, dtype="float64", algorithm=args.algorithm)
+    for p in model.params.values():  # away from the symmetric start, biases included
+        p += rng.uniform(-0.1, 0.1, p.shape)
+    x = rng.random((args.batch, 1, 28, 28))
+    labels = rng.integers(0, 10, args.batch)
+    model.backprop(x, labels)
+    analytic = {k: v.copy() for k, v in model.grads.items()}
+    eps, worst_all = 1e-5, 0.0
+    print(f"seed_cnn, float64, {args.batch} random images, central differences "
+          f"(eps {eps:g}) against backprop:")
+    for name, p in model.params.items():
+        flat = p.reshape(-1)
+        picks = rng.choice(flat.size, min(args.samples, flat.size), replace=False)
+        worst = 0.0
+        for i in picks:
+            saved = flat[i]
+            flat[i] = saved + eps
+            up = model.backprop(x, labels)
+            flat[i] = saved - eps
+            down = model.backprop(x, labels)
+            flat[i] = saved
+            numeric = (up - down) / (2 * eps)
+            exact = analytic[name].reshape(-1)[i]
+            worst = max(worst, abs(numeric - exact) / max(abs(numeric), abs(exact), 1e-7))
+        worst_all = max(worst_all, worst)
+        print(f"  {name:10s} {len(picks):5d} entries   largest relative difference {worst:.1e}")
+    ok = worst_all < 1e-5
+    print("the gradients agree: the derivation holds" if ok
+          else "GRADIENTS DISAGREE: the backpropagation is wrong on this machine")
+    return 0 if ok else 1
 
 
 def cmd_bench(args):

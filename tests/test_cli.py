@@ -111,3 +111,149 @@ def test_train_with_another_algorithm(tmp_path, algorithm):
     assert r.returncode == 0, r.stderr
     assert f"convolution: {algorithm}" in r.stdout
     assert fastcnn.load(tmp_path / "m.npz").layers[0].algorithm == algorithm
+
+
+@pytest.fixture
+def small_run(tmp_path):
+    """A small dataset and a model trained on it by the command line."""
+    data = tmp_path / "data"
+    write_split(data, 200, "train")
+    write_split(data, 50, "test", rng=np.random.default_rng(1))
+    model = tmp_path / "model.npz"
+    r = run("train", "--dataset", "mnist", "--data-dir", str(data), "--batch-size", "20",
+            "--epochs", "2", "--save", str(model))
+    assert r.returncode == 0, r.stderr
+    return data, model
+
+
+def test_evaluate(small_run):
+    data, model = small_run
+    r = run("evaluate", str(model), "--dataset", "mnist", "--data-dir", str(data))
+    assert r.returncode == 0, r.stderr
+    from fastcnn import datasets
+    x, y = datasets.load("mnist", "test", data_dir=data)
+    error = fastcnn.load(model).evaluate(x, y)
+    assert f"error {error:.4f}" in r.stdout
+    assert r.stdout.count(" of ") == 10  # a line per class
+
+
+def test_predict_formats(small_run, tmp_path):
+    _, model = small_run
+    m = fastcnn.load(model)
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    expected = m.predict(pixels[:, None] / 255.0)
+    np.save(tmp_path / "u8.npy", pixels)
+    np.save(tmp_path / "f.npy", (pixels / 255.0).astype(np.float32))
+    from PIL import Image
+    Image.fromarray(pixels[1]).save(tmp_path / "one.png")
+    r = run("predict", str(model), str(tmp_path / "u8.npy"), str(tmp_path / "f.npy"),
+            str(tmp_path / "one.png"))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines == [f"{tmp_path / 'u8.npy'}[{i}]: {expected[i]}" for i in range(3)] + \
+        [f"{tmp_path / 'f.npy'}[{i}]: {expected[i]}" for i in range(3)] + \
+        [f"{tmp_path / 'one.png'}[0]: {expected[1]}"]
+    # CSV, from an IDX file, inverted
+    idx = tmp_path / "img.idx"
+    idx.write_bytes(bytes([0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 28, 0, 0, 0, 28]) + pixels.tobytes())
+    r = run("predict", str(model), str(idx), "--invert", "--csv", str(tmp_path / "out.csv"))
+    assert r.returncode == 0, r.stderr
+    import csv
+    with open(tmp_path / "out.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["label"]) for row in rows] == list(m.predict(1 - pixels[:, None] / 255.0))
+    assert len(rows[0]) == 3 + 10
+
+
+@pytest.mark.parametrize("content, match", [
+    (None, "no such file"),
+    (np.zeros((2, 20, 20), np.uint8), "20x20 images, the model takes 28x28"),
+    (np.full((1, 28, 28), 3.0), "in \\[0, 1\\]"),
+])
+def test_predict_errors(small_run, tmp_path, content, match):
+    _, model = small_run
+    path = tmp_path / "bad.npy"
+    if content is not None:
+        np.save(path, content)
+    r = run("predict", str(model), str(path))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    import re
+    assert re.search(match, r.stderr), r.stderr
+
+
+def test_gradcheck():
+    r = run("gradcheck", "--samples", "5", "--batch", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "the gradients agree" in r.stdout
+    assert r.stdout.count("entries") == 6
+
+
+def test_train_with_plots_checkpoints_log_and_resume(tmp_path):
+    pytest.importorskip("matplotlib")
+    data = tmp_path / "data"
+    write_split(data, 100, "train")
+    write_split(data, 30, "test", rng=np.random.default_rng(1))
+    common = ["train", "--dataset", "mnist", "--data-dir", str(data), "--batch-size", "25",
+              "--checkpoint-dir", str(tmp_path / "ck"), "--csv-log", str(tmp_path / "log.csv")]
+    r = run(*common, "--epochs", "2", "--plot", str(tmp_path / "plots"))
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(tmp_path / "plots")) == [
+        "confusion_matrix.png", "feature_maps.png", "kernels_C1.png", "kernels_C2.png",
+        "learning_curve.png"]
+    assert sorted(os.listdir(tmp_path / "ck")) == ["best.npz", "last.npz"]
+    r = run(*common, "--epochs", "3", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "epoch 3:" in r.stdout and "epoch 1:" not in r.stdout
+    with open(tmp_path / "log.csv") as f:
+        assert [line.split(",")[0] for line in f.read().split()] == ["epoch", "1", "2", "3"]
+    # the same as three epochs in one go
+    from fastcnn import datasets
+    x, y = datasets.load("mnist", "train", data_dir=data)
+    xt, yt = datasets.load("mnist", "test", data_dir=data)
+    straight = fastcnn.seed_cnn()
+    straight.fit(x, y, epochs=3, batch_size=25, progress=False, validation_data=(xt, yt))
+    resumed = fastcnn.load(tmp_path / "ck" / "last.npz")
+    for k in straight.params:
+        np.testing.assert_array_equal(straight.params[k], resumed.params[k])
+    r = run("train", "--resume", "--data-dir", str(data))
+    assert r.returncode == 1 and "--resume needs --checkpoint-dir" in r.stderr
+
+
+def test_ctrl_c_in_the_command_then_resume(tmp_path):
+    """A real SIGINT to `fastcnn train`: exit 130 with a hint, nothing
+    half-written, and --resume ends where an uninterrupted run ends."""
+    import signal
+    import time
+    data = tmp_path / "data"
+    write_split(data, 3000, "train")
+    write_split(data, 30, "test", rng=np.random.default_rng(1))
+    ck = tmp_path / "ck"
+    base = [sys.executable, "-m", "fastcnn", "train", "--dataset", "mnist", "--data-dir",
+            str(data), "--batch-size", "10", "--checkpoint-dir", str(ck), "--threads", "1"]
+    proc = subprocess.Popen(base + ["--epochs", "40"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=OUTSIDE)
+    deadline = time.time() + 300
+    while not (ck / "last.npz").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    assert sorted(os.listdir(ck)) == ["best.npz", "last.npz"]
+    _, state = fastcnn.io.load(ck / "last.npz", with_training_state=True)
+    done = state["epochs_done"]
+    assert 1 <= done < 40
+    # resume to two epochs past the interruption, compare with a straight run
+    target = str(done + 2)
+    r = subprocess.run(base + ["--epochs", target, "--resume"], capture_output=True, text=True,
+                       cwd=OUTSIDE, timeout=300)
+    assert r.returncode == 0, r.stderr
+    from fastcnn import datasets
+    x, y = datasets.load("mnist", "train", data_dir=data)
+    xt, yt = datasets.load("mnist", "test", data_dir=data)
+    straight = fastcnn.seed_cnn()
+    straight.fit(x, y, epochs=int(target), batch_size=10, progress=False, validation_data=(xt, yt))
+    resumed = fastcnn.load(ck / "last.npz")
+    for k in straight.params:
+        np.testing.assert_array_equal(straight.params[k], resumed.params[k])

@@ -228,3 +228,31 @@ def test_real_fashion_mnist():
     assert xt.shape == (10000, 1, 28, 28) and xt.dtype == np.float64
     assert 0 <= xt.min() and xt.max() == 1.0
     assert np.bincount(yt).tolist() == [1000] * 10
+
+
+def test_read_images_shapes_and_types(tmp_path):
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    cases = {"a.npy": (u8, (4, 1, 28, 28)), "b.npy": (u8[0], (1, 1, 28, 28)),
+             "c.npy": (u8[:, None], (4, 1, 28, 28)), "d.npy": (u8 / 255.0, (4, 1, 28, 28))}
+    for name, (array, shape) in cases.items():
+        np.save(tmp_path / name, array)
+        got = datasets.read_images(tmp_path / name)
+        assert got.shape == shape and got.dtype == np.float32
+        np.testing.assert_allclose(got.reshape(-1), (u8 / 255.0).reshape(-1)[: got.size], rtol=1e-6)
+    (tmp_path / "e.gz").write_bytes(gzip.compress(idx_bytes(u8)))
+    assert datasets.read_images(tmp_path / "e.gz").shape == (4, 1, 28, 28)
+    PIL = pytest.importorskip("PIL.Image")
+    PIL.fromarray(u8[2]).save(tmp_path / "f.png")
+    np.testing.assert_allclose(datasets.read_images(tmp_path / "f.png")[0, 0], u8[2] / 255.0,
+                               rtol=1e-6)
+    rgb = datasets.read_images(tmp_path / "f.png", channels=3)
+    assert rgb.shape == (1, 3, 28, 28)
+    for bad, match in [(np.array(["a"]), "dtype"), (np.full((2, 2), np.nan), "finite"),
+                       (np.zeros((1, 1, 1, 2, 2), np.uint8), "5-dimensional")]:
+        np.save(tmp_path / "bad.npy", bad)
+        with pytest.raises(DatasetError, match=match):
+            datasets.read_images(tmp_path / "bad.npy")
+    (tmp_path / "junk.png").write_bytes(b"not a picture")
+    with pytest.raises(DatasetError, match="not a readable image"):
+        datasets.read_images(tmp_path / "junk.png")
