@@ -157,6 +157,8 @@ def cmd_train(args):
 
     if args.resume and not args.checkpoint_dir:
         raise ValueError("--resume needs --checkpoint-dir (where the run was checkpointed)")
+    for option, path in (("--save", args.save), ("--csv-log", args.csv_log)):
+        _check_writable(option, path)  # before training, not after it
     if args.threads is not None:
         fastcnn.set_num_threads(args.threads)
     x, y = datasets.load(args.dataset, "train", data_dir=args.data_dir, dtype=args.dtype)
@@ -199,6 +201,18 @@ def cmd_train(args):
                                class_names=datasets.CLASS_NAMES[args.dataset])
         print(f"plots written to {args.plot}: " + ", ".join(os.path.basename(p) for p in paths))
     return 0
+
+
+def _check_writable(option, path):
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path}: that is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{option} {path}: cannot write in {parent}")
 
 
 class _PrintEpochs(Callback):

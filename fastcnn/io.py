@@ -30,9 +30,12 @@ TRAINING_KEY = "__training__"
 def atomic_write(path, write):
     """Call write(fileobj) on a temporary file beside `path`, then rename it
     to `path`; on any failure the temporary file is removed and `path` is
-    untouched."""
+    untouched. Missing parent directories are created."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=directory)
     try:

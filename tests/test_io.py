@@ -168,3 +168,11 @@ def test_truncated_and_foreign_files(trained, tmp_path):
         fastcnn.load(single)
     with pytest.raises(FileNotFoundError):
         fastcnn.load(tmp_path / "missing.npz")
+
+
+def test_save_creates_missing_directories_and_refuses_a_directory(tmp_path):
+    m = fastcnn.seed_cnn()
+    m.save(tmp_path / "a" / "b" / "model.npz")
+    assert fastcnn.load(tmp_path / "a" / "b" / "model.npz").num_parameters() == 3898
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        m.save(tmp_path / "a")
