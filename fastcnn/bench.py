@@ -54,6 +54,7 @@ def training_macs(model):
 
 
 def cpu_model():
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -95,7 +96,28 @@ def peak_gflops(threads, dtype="float32"):
 # ------------------------------------------------------------ the baselines
 
 
-class FastcnnImpl:
+class Implementation:
+    """One of the three implementations compared: the same work, timed alike."""
+
+    name = None
+
+    def step(self, x, t):
+        """One SGD step (alpha 1) on a batch x (N, 1, 28, 28) with one-hot
+        targets t (N, 10); returns the batch loss of eq. (13)."""
+        raise NotImplementedError
+
+    def epoch(self, x, y, batch_size=50, seed=0):
+        """One epoch of SGD over x (N, 1, 28, 28), labels y (N,), shuffled by seed."""
+        raise NotImplementedError
+
+    def predict(self, x):
+        """Class ids (N,) for images x (N, 1, 28, 28)."""
+        raise NotImplementedError
+
+
+class FastcnnImpl(Implementation):
+    """fastcnn itself."""
+
     name = "fastcnn"
 
     def __init__(self, model):
@@ -115,7 +137,7 @@ class FastcnnImpl:
         return self.model.predict(x)
 
 
-class TorchImpl:
+class TorchImpl(Implementation):
     """seed_cnn in PyTorch, starting from the same parameters."""
 
     name = "torch"
@@ -173,7 +195,7 @@ class TorchImpl:
         return torch.cat(out).numpy()
 
 
-class NumpyImpl:
+class NumpyImpl(Implementation):
     """seed_cnn in vectorised NumPy: each convolution as im2col + matmul.
 
     im2col: sliding_window_view gives every KHxKW window without copying;
@@ -213,6 +235,7 @@ class NumpyImpl:
         return np.repeat(np.repeat(g, 2, axis=2), 2, axis=3) / 4
 
     def forward(self, x):
+        """Outputs (N, 10) and what the backward pass needs."""
         c1, cols1 = self._conv(x, "C1")
         s1 = self._pool(c1)
         c2, cols2 = self._conv(s1, "C2")
@@ -265,6 +288,7 @@ class NumpyImpl:
 
 
 def torch_available():
+    """True if PyTorch can be imported."""
     try:
         import torch  # noqa: F401
     except ImportError:

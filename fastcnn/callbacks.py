@@ -28,19 +28,19 @@ class Callback:
     """Base class: every event does nothing."""
 
     def on_train_begin(self, model, history):
-        pass
+        """Before the first epoch; history holds the epochs of a resumed fit."""
 
     def on_epoch_begin(self, epoch, model):
-        pass
+        """Before epoch `epoch` (counting from 1)."""
 
     def on_batch_end(self, epoch, batch, loss, model):
-        pass
+        """After the SGD step of batch `batch` (from 1) of `epoch`; loss is its L."""
 
     def on_epoch_end(self, epoch, logs, model):
-        pass
+        """After an epoch (and its checkpoint); logs as in the module's docstring."""
 
     def on_train_end(self, model, history):
-        pass
+        """After the last epoch, and also when training stops on an error or Ctrl-C."""
 
 
 class EarlyStopping(Callback):

@@ -53,7 +53,24 @@ def _delta(layer, grad, threads, out):
     return grad
 
 
-class Direct:
+class ConvAlgorithm:
+    """What the three algorithms provide to a Conv2D layer (`layer`)."""
+
+    name = None
+
+    def forward(self, x, out):
+        """out (N, M, OH, OW) = the layer's output for x (N, C, H, W), from the
+        layer's parameters: eq. (4)-(5), (7)-(8)."""
+        raise NotImplementedError
+
+    def backward(self, grad, dx):
+        """From grad = dL/d(output) (N, M, OH, OW) and the layer's saved input
+        and output, fill layer.grads and, unless dx is None, write dL/dx
+        (N, C, H, W) into dx: eq. (37)-(45), (39)-(40), (49)-(51)."""
+        raise NotImplementedError
+
+
+class Direct(ConvAlgorithm):
     """The kernels of eq. (5), (37)-(45), (39)-(40), (49)-(51), in fastcnn._conv."""
 
     name = "direct"
@@ -138,7 +155,7 @@ def _split(n, parts):
     return [(bounds[i], bounds[i + 1]) for i in range(parts)]
 
 
-class Im2col:
+class Im2col(ConvAlgorithm):
     """Convolution as a matrix product (seeds/001, section 3).
 
     With X_col = im2col(x), of shape (C KH KW, N OH OW), and the rotated
@@ -278,7 +295,7 @@ def fast_len(n):
         m += 1
 
 
-class FFT:
+class FFT(ConvAlgorithm):
     """Convolution through the spectrum (seeds/001, section 4).
 
     With a hat for the 2-D real DFT of size P x Q, P >= H, Q >= W (zero

@@ -72,15 +72,19 @@ class Layer:
         return self.output_shape
 
     def parameter_shapes(self):
+        """{parameter name: shape} of the layer's parameters (none by default)."""
         return {}
 
     def compute_output_shape(self, input_shape):
+        """The per-sample output shape for a per-sample input shape; raises
+        ValueError if the layer cannot take that input."""
         return input_shape
 
     def reset_parameters(self, rng):
         """Initialise the parameters from a numpy Generator (no-op without any)."""
 
     def num_parameters(self):
+        """Number of trainable scalars of this layer."""
         return sum(p.size for p in self.params.values())
 
     def get_config(self):
