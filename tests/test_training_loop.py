@@ -216,3 +216,20 @@ def test_second_ctrl_c_stops_at_once(data):
         fastcnn.seed_cnn().fit(x, y, epochs=2, batch_size=20, progress=False,
                                callbacks=[CtrlC(epoch=1, batch=1, times=2)])
     assert "after batch" not in str(info.value)  # raised by the second signal, not after the batch
+
+
+def test_progress_bar_on_a_terminal(data, monkeypatch, capsys):
+    """On a terminal the bar shows images/s, loss and smoothed loss; off one,
+    or with progress=False, nothing is drawn."""
+    import sys
+
+    x, y, _, _ = data
+    fastcnn.seed_cnn().fit(x, y, epochs=1, batch_size=20, progress=True)  # stderr is captured
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    fastcnn.seed_cnn().fit(x, y, epochs=2, batch_size=20, progress=True)
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err
+    assert "img/s" in err and "loss=" in err and "smoothed=" in err
+    fastcnn.seed_cnn().fit(x, y, epochs=1, batch_size=20, progress=False)
+    assert capsys.readouterr().err == ""
