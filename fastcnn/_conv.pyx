@@ -16,17 +16,17 @@ cdef extern from "kernels.h" nogil:
     const char *fc_select_isa(int want_avx2)
     const char *fc_best_isa()
     void fc_conv_forward_f32(const float *x, int C, int H, int W, const float *k,
-                             int M, int KH, int KW, const float *bias, int sigmoid,
+                             int M, int KH, int KW, const float *bias, int act,
                              float *out)
     void fc_conv_forward_f64(const double *x, int C, int H, int W, const double *k,
-                             int M, int KH, int KW, const double *bias, int sigmoid,
+                             int M, int KH, int KW, const double *bias, int act,
                              double *out)
     void fc_conv_backward_f32(const float *x, int C, int H, int W, const float *k,
                               int M, int KH, int KW, const float *y, const float *g,
-                              int sigmoid, float *ws, float *gk, float *db, float *dx)
+                              int act, float *ws, float *gk, float *db, float *dx)
     void fc_conv_backward_f64(const double *x, int C, int H, int W, const double *k,
                               int M, int KH, int KW, const double *y, const double *g,
-                              int sigmoid, double *ws, double *gk, double *db, double *dx)
+                              int act, double *ws, double *gk, double *db, double *dx)
     Py_ssize_t fc_conv_ws_delta_f32(int M, int OH, int OW, int KH)
     Py_ssize_t fc_conv_ws_delta_f64(int M, int OH, int OW, int KH)
     Py_ssize_t fc_conv_ws_wgrad_f32(int M, int C, int KH, int KW, int OW)
@@ -77,14 +77,14 @@ cdef inline void _need(bint ok, str what) except *:
 
 def conv_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] k,
                  const floating[::1] bias, floating[:, :, :, ::1] out,
-                 bint sigmoid, int n_threads):
+                 int act, int n_threads):
     """Valid true convolution of every input map with its kernel, plus bias,
-    through the sigmoid: eq. (4)-(5) and (7)-(8),
+    through the activation: eq. (4)-(5) and (7)-(8),
 
-        out[n, q] = sigma(sum_p x[n, p] * k[q, p] + bias[q])
+        out[n, q] = f(sum_p x[n, p] * k[q, p] + bias[q])
 
     x (N, C, H, W), k (M, C, KH, KW), bias (M,), out (N, M, H-KH+1, W-KW+1).
-    The sigmoid is skipped when `sigmoid` is false.
+    `act` is an activation code (fastcnn.layers.ACTIVATION_CODES: 1 = sigma).
     """
     cdef Py_ssize_t N = x.shape[0], n
     cdef int C = <int>x.shape[1], H = <int>x.shape[2], W = <int>x.shape[3]
@@ -94,6 +94,7 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] k,
     _need(bias.shape[0] == M, "bias length != output maps")
     _need(out.shape[0] == N and out.shape[1] == M and out.shape[2] == H - KH + 1
           and out.shape[3] == W - KW + 1, "output array has the wrong shape")
+    _need(0 <= act <= 4, "unknown activation code")
     _need(n_threads >= 1, "n_threads must be >= 1")
     if N == 0:
         return
@@ -101,21 +102,21 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] k,
         for n in prange(N, schedule="static", num_threads=n_threads):
             if floating is float:
                 fc_conv_forward_f32(&x[n, 0, 0, 0], C, H, W, &k[0, 0, 0, 0], M, KH, KW,
-                                    &bias[0], sigmoid, &out[n, 0, 0, 0])
+                                    &bias[0], act, &out[n, 0, 0, 0])
             else:
                 fc_conv_forward_f64(&x[n, 0, 0, 0], C, H, W, &k[0, 0, 0, 0], M, KH, KW,
-                                    &bias[0], sigmoid, &out[n, 0, 0, 0])
+                                    &bias[0], act, &out[n, 0, 0, 0])
 
 
 def conv_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] k,
                   const floating[:, :, :, ::1] y, const floating[:, :, :, ::1] grad,
-                  bint sigmoid, floating[:, :, :, ::1] dk, floating[::1] db,
+                  int act, floating[:, :, :, ::1] dk, floating[::1] db,
                   floating[:, :, :, ::1] dx, floating[:, ::1] ws_delta,
                   floating[:, ::1] ws_dk, floating[:, ::1] ws_db, floating[::1] ws_sum,
                   int n_threads):
     """Gradients of conv_forward, given y = its output and grad = dL/dy:
 
-        delta = grad * y * (1 - y)                 eq. (37), (57)
+        delta = grad * f'(z), from y               eq. (37), (57): grad y (1 - y) for sigma
         db[q] = sum_n sum_ij delta[n, q]           eq. (45), (64)
         dk[q, p] = sum_n rot180(x[n, p]) * delta[n, q]      eq. (39)-(40), (58)-(59)
         dx[n, p] = sum_q delta[n, q] *full rot180(k[q, p])  eq. (49)-(51)
@@ -158,6 +159,7 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] k
     _need(ws_dk.shape[0] >= N and ws_dk.shape[1] == Sw, "ws_dk has the wrong shape")
     _need(ws_db.shape[0] >= N and ws_db.shape[1] == M, "ws_db has the wrong shape")
     _need(ws_sum.shape[0] == Sw, "ws_sum has the wrong shape")
+    _need(0 <= act <= 4, "unknown activation code")
     _need(n_threads >= 1, "n_threads must be >= 1")
     _need(N >= 1, "empty batch")
 
@@ -170,11 +172,11 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] k
                 dxp = NULL
             if floating is float:
                 fc_conv_backward_f32(&x[n, 0, 0, 0], C, H, W, &k[0, 0, 0, 0], M, KH, KW,
-                                     &y[n, 0, 0, 0], &grad[n, 0, 0, 0], sigmoid,
+                                     &y[n, 0, 0, 0], &grad[n, 0, 0, 0], act,
                                      &ws_delta[t, 0], &ws_dk[n, 0], &ws_db[n, 0], dxp)
             else:
                 fc_conv_backward_f64(&x[n, 0, 0, 0], C, H, W, &k[0, 0, 0, 0], M, KH, KW,
-                                     &y[n, 0, 0, 0], &grad[n, 0, 0, 0], sigmoid,
+                                     &y[n, 0, 0, 0], &grad[n, 0, 0, 0], act,
                                      &ws_delta[t, 0], &ws_dk[n, 0], &ws_db[n, 0], dxp)
         # Sum the per-sample partials in sample order; chunks of them go to
         # threads, and each one's sum is done by one thread.

@@ -14,12 +14,12 @@ from cython.parallel cimport prange
 cdef extern from "kernels.h" nogil:
     const char *fc_select_isa(int want_avx2)
     void fc_dense_forward_f32(const float *f, int F, const float *W, int K, const float *b,
-                              int sigmoid, float *out)
+                              int act, float *out)
     void fc_dense_forward_f64(const double *f, int F, const double *W, int K, const double *b,
-                              int sigmoid, double *out)
-    void fc_dense_backward_sample_f32(const float *g, const float *y, int K, int sigmoid,
+                              int act, double *out)
+    void fc_dense_backward_sample_f32(const float *g, const float *y, int K, int act,
                                       const float *W, int F, float *delta, float *df)
-    void fc_dense_backward_sample_f64(const double *g, const double *y, int K, int sigmoid,
+    void fc_dense_backward_sample_f64(const double *g, const double *y, int K, int act,
                                       const double *W, int F, double *delta, double *df)
     void fc_dense_wgrad_f32(const float *f, const float *delta, Py_ssize_t N, int F, int K,
                             int k0, int k1, float *dW, float *db)
@@ -42,8 +42,8 @@ cdef inline void _need(bint ok, str what) except *:
 
 
 def dense_forward(const floating[:, ::1] f, const floating[:, ::1] W, const floating[::1] b,
-                  floating[:, ::1] out, bint sigmoid, int n_threads):
-    """out[n] = sigma(W f[n] + b), eq. (12); sigma skipped when `sigmoid` is false.
+                  floating[:, ::1] out, int act, int n_threads):
+    """out[n] = f(W f[n] + b), eq. (12), f the activation code `act` (1 = sigma).
 
     f (N, F), W (K, F), b (K,), out (N, K).
     """
@@ -52,22 +52,23 @@ def dense_forward(const floating[:, ::1] f, const floating[:, ::1] W, const floa
     _need(W.shape[1] == F, "W has the wrong number of columns")
     _need(b.shape[0] == K, "b has the wrong length")
     _need(out.shape[0] == N and out.shape[1] == K, "out has the wrong shape")
+    _need(0 <= act <= 4, "unknown activation code")
     _need(n_threads >= 1, "n_threads must be >= 1")
     with nogil:
         for n in prange(N, schedule="static", num_threads=n_threads):
             if floating is float:
-                fc_dense_forward_f32(&f[n, 0], F, &W[0, 0], K, &b[0], sigmoid, &out[n, 0])
+                fc_dense_forward_f32(&f[n, 0], F, &W[0, 0], K, &b[0], act, &out[n, 0])
             else:
-                fc_dense_forward_f64(&f[n, 0], F, &W[0, 0], K, &b[0], sigmoid, &out[n, 0])
+                fc_dense_forward_f64(&f[n, 0], F, &W[0, 0], K, &b[0], act, &out[n, 0])
 
 
 def dense_backward(const floating[:, ::1] f, const floating[:, ::1] W,
-                   const floating[:, ::1] y, const floating[:, ::1] g, bint sigmoid,
+                   const floating[:, ::1] y, const floating[:, ::1] g, int act,
                    floating[:, ::1] dW, floating[::1] db, floating[:, ::1] df,
                    floating[:, ::1] delta, int n_threads):
     """Gradients of dense_forward given y = its output and g = dL/dy:
 
-        delta = g * y (1 - y)        eq. (17), (23)   (delta = g without sigmoid)
+        delta = g * f'(z), from y    eq. (17), (23)   (g y (1 - y) for sigma)
         dW = sum_n delta[n] f[n]^T   eq. (19)
         db = sum_n delta[n]          eq. (24)
         df[n] = W^T delta[n]         eq. (30)         (skipped if df is None)
@@ -86,6 +87,7 @@ def dense_backward(const floating[:, ::1] f, const floating[:, ::1] W,
     _need(dW.shape[0] == K and dW.shape[1] == F and db.shape[0] == K, "dW or db has the wrong shape")
     if want_df:
         _need(df.shape[0] == N and df.shape[1] == F, "df has the wrong shape")
+    _need(0 <= act <= 4, "unknown activation code")
     _need(n_threads >= 1, "n_threads must be >= 1")
     _need(N >= 1, "empty batch")
     with nogil:
@@ -95,10 +97,10 @@ def dense_backward(const floating[:, ::1] f, const floating[:, ::1] W,
             else:
                 dfp = NULL
             if floating is float:
-                fc_dense_backward_sample_f32(&g[n, 0], &y[n, 0], K, sigmoid, &W[0, 0], F,
+                fc_dense_backward_sample_f32(&g[n, 0], &y[n, 0], K, act, &W[0, 0], F,
                                              &delta[n, 0], dfp)
             else:
-                fc_dense_backward_sample_f64(&g[n, 0], &y[n, 0], K, sigmoid, &W[0, 0], F,
+                fc_dense_backward_sample_f64(&g[n, 0], &y[n, 0], K, act, &W[0, 0], F,
                                              &delta[n, 0], dfp)
         for k in prange(K, schedule="static", num_threads=n_threads):
             if floating is float:

@@ -2,9 +2,10 @@
 matrix product (Wang, "Forward and Backward Propagation of Convolutional
 Layer", seeds/001, section 3, as Caffe does it).
 
-For a block of samples n0 <= n < n1 and output rows i0 <= i < i1,
+For a block of samples n0 <= n < n1 and output rows i0 <= i < i1, with
+stride s,
 
-    cols[(c, u, v), (n, i, j)] = x[n, c, i + u, j + v]
+    cols[(c, u, v), (n, i, j)] = x[n, c, s i + u, s j + v]
 
 so that the valid correlation with the rotated kernel, i.e. the true
 convolution of eq. (5), is the product Wrot @ cols with
@@ -25,21 +26,22 @@ cdef inline void _need(bint ok, str what) except *:
         raise ValueError("fastcnn._im2col: " + what)
 
 
-cdef inline void _check_block(Py_ssize_t N, int H, int W, int KH, int KW, Py_ssize_t n0,
+cdef inline void _check_block(Py_ssize_t N, int H, int W, int KH, int KW, int S, Py_ssize_t n0,
                               Py_ssize_t n1, int i0, int i1) except *:
     _need(1 <= KH <= H and 1 <= KW <= W, "kernel larger than the image")
+    _need(S >= 1, "stride must be >= 1")
     _need(0 <= n0 < n1 <= N, "sample range out of bounds")
-    _need(0 <= i0 < i1 <= H - KH + 1, "row range out of bounds")
+    _need(0 <= i0 < i1 <= (H - KH) // S + 1, "row range out of bounds")
 
 
-def im2col(const floating[:, :, :, ::1] x, int KH, int KW, Py_ssize_t n0, Py_ssize_t n1,
+def im2col(const floating[:, :, :, ::1] x, int KH, int KW, int S, Py_ssize_t n0, Py_ssize_t n1,
            int i0, int i1, floating[:, ::1] cols, int n_threads):
-    """cols[(c*KH + u)*KW + v, ((n-n0)*(i1-i0) + i-i0)*OW + j] = x[n, c, i+u, j+v]."""
+    """cols[(c*KH + u)*KW + v, ((n-n0)*(i1-i0) + i-i0)*OW + j] = x[n, c, S i+u, S j+v]."""
     cdef int C = <int>x.shape[1], H = <int>x.shape[2], W = <int>x.shape[3]
-    cdef int OW = W - KW + 1, R = i1 - i0
+    cdef int OW = (W - KW) // S + 1, R = i1 - i0
     cdef Py_ssize_t r, n, col
     cdef int c, u, v, i, j
-    _check_block(x.shape[0], H, W, KH, KW, n0, n1, i0, i1)
+    _check_block(x.shape[0], H, W, KH, KW, S, n0, n1, i0, i1)
     _need(cols.shape[0] == C * KH * KW and cols.shape[1] == (n1 - n0) * R * OW,
           "cols has the wrong shape")
     _need(n_threads >= 1, "n_threads must be >= 1")
@@ -52,19 +54,19 @@ def im2col(const floating[:, :, :, ::1] x, int KH, int KW, Py_ssize_t n0, Py_ssi
             for n in range(n0, n1):
                 for i in range(i0, i1):
                     for j in range(OW):
-                        cols[r, col + j] = x[n, c, i + u, j + v]
+                        cols[r, col + j] = x[n, c, S * i + u, S * j + v]
                     col = col + OW
 
 
-def col2im(const floating[:, ::1] dcols, int KH, int KW, Py_ssize_t n0, Py_ssize_t n1,
+def col2im(const floating[:, ::1] dcols, int KH, int KW, int S, Py_ssize_t n0, Py_ssize_t n1,
            int i0, int i1, floating[:, :, :, ::1] dx, int n_threads):
-    """dx[n, c, i+u, j+v] += dcols[(c*KH + u)*KW + v, ((n-n0)*(i1-i0) + i-i0)*OW + j]
+    """dx[n, c, S i+u, S j+v] += dcols[(c*KH + u)*KW + v, ((n-n0)*(i1-i0) + i-i0)*OW + j]
     (the transpose of im2col; dx is added to, not overwritten)."""
     cdef int C = <int>dx.shape[1], H = <int>dx.shape[2], W = <int>dx.shape[3]
-    cdef int OW = W - KW + 1, R = i1 - i0
+    cdef int OW = (W - KW) // S + 1, R = i1 - i0
     cdef Py_ssize_t pair, n, col, r
     cdef int c, u, v, i, j
-    _check_block(dx.shape[0], H, W, KH, KW, n0, n1, i0, i1)
+    _check_block(dx.shape[0], H, W, KH, KW, S, n0, n1, i0, i1)
     _need(dcols.shape[0] == C * KH * KW and dcols.shape[1] == (n1 - n0) * R * OW,
           "dcols has the wrong shape")
     _need(n_threads >= 1, "n_threads must be >= 1")
@@ -78,5 +80,5 @@ def col2im(const floating[:, ::1] dcols, int KH, int KW, Py_ssize_t n0, Py_ssize
                     col = (n - n0) * R * OW
                     for i in range(i0, i1):
                         for j in range(OW):
-                            dx[n, c, i + u, j + v] += dcols[r, col + j]
+                            dx[n, c, S * i + u, S * j + v] += dcols[r, col + j]
                         col = col + OW

@@ -82,15 +82,101 @@ FC_INLINE REAL FN(exp)(REAL x)
 /* eq. (4): sigma(z) = 1 / (1 + exp(-z)). */
 FC_INLINE REAL FN(sigmoid)(REAL z) { return (REAL)1 / ((REAL)1 + FN(exp)(-z)); }
 
-/* eq. (4), (12): y = sigma(z), element by element (y may be z). */
-static void FN(sigmoid_forward)(const REAL *z, ptrdiff_t n, REAL *y)
+/* tanh(x). Away from 0, 1 - 2 / (1 + exp(2|x|)); near 0 that difference
+ * would lose relative precision, so below |x| = 0.1 its odd Taylor series
+ * (to x^15 in double, x^9 in float: truncation far below an ulp there).
+ * Both are computed and one selected, so a loop of calls vectorises; NaN
+ * stays NaN. */
+FC_INLINE REAL FN(tanh)(REAL x)
 {
-    for (ptrdiff_t i = 0; i < n; i++) y[i] = FN(sigmoid)(z[i]);
+    const REAL a = x < 0 ? -x : x;
+    const REAL far = (REAL)1 - (REAL)2 / ((REAL)1 + FN(exp)(2 * a));
+    const REAL a2 = a * a;
+#if REAL_DOUBLE
+    REAL p = -929569.0 / 638512875.0;
+    p = p * a2 + 21844.0 / 6081075.0;
+    p = p * a2 - 1382.0 / 155925.0;
+    p = p * a2 + 62.0 / 2835.0;
+#else
+    REAL p = 62.0f / 2835.0f;
+#endif
+    p = p * a2 - (REAL)17 / 315;
+    p = p * a2 + (REAL)2 / 15;
+    p = p * a2 - (REAL)1 / 3;
+    const REAL near = a + a * a2 * p;
+    const REAL r = a < (REAL)0.1 ? near : far;
+    return x < 0 ? -r : r;
 }
 
-/* eq. (17), (37): dz = dy * y (1 - y). */
-static void FN(sigmoid_backward)(const REAL *FC_RESTRICT y, const REAL *FC_RESTRICT dy,
-                                 ptrdiff_t n, REAL *FC_RESTRICT dz)
+#define FC_TANH_OPT_A ((REAL)1.7159)
+#define FC_TANH_OPT_B ((REAL)2 / 3)
+
+/* y = f(z) element by element for an activation code (y may be z):
+ * sigmoid eq. (4); relu max(0, z) (NaN stays NaN); tanh; tanh_opt. */
+static void FN(activation_forward)(int act, const REAL *z, ptrdiff_t n, REAL *y)
 {
-    for (ptrdiff_t i = 0; i < n; i++) dz[i] = dy[i] * y[i] * ((REAL)1 - y[i]);
+    switch (act) {
+    case FC_ACT_SIGMOID:
+        for (ptrdiff_t i = 0; i < n; i++) y[i] = FN(sigmoid)(z[i]);
+        break;
+    case FC_ACT_RELU:
+        for (ptrdiff_t i = 0; i < n; i++) y[i] = z[i] < 0 ? (REAL)0 : z[i];
+        break;
+    case FC_ACT_TANH:
+        for (ptrdiff_t i = 0; i < n; i++) y[i] = FN(tanh)(z[i]);
+        break;
+    case FC_ACT_TANH_OPT:
+        for (ptrdiff_t i = 0; i < n; i++) y[i] = FC_TANH_OPT_A * FN(tanh)(FC_TANH_OPT_B * z[i]);
+        break;
+    default:
+        if (y != z) memcpy(y, z, sizeof(REAL) * (size_t)n);
+    }
+}
+
+/* dz = dy * f'(z), with f' written in terms of the output y = f(z):
+ * sigmoid y (1 - y), eq. (17), (37); relu [y > 0]; tanh 1 - y^2;
+ * tanh_opt (B / A) (A^2 - y^2). dz may be dy. */
+static void FN(activation_backward)(int act, const REAL *y, const REAL *dy, ptrdiff_t n, REAL *dz)
+{
+    switch (act) {
+    case FC_ACT_SIGMOID:
+        for (ptrdiff_t i = 0; i < n; i++) dz[i] = dy[i] * y[i] * ((REAL)1 - y[i]);
+        break;
+    case FC_ACT_RELU:
+        for (ptrdiff_t i = 0; i < n; i++) dz[i] = y[i] > 0 ? dy[i] : (REAL)0;
+        break;
+    case FC_ACT_TANH:
+        for (ptrdiff_t i = 0; i < n; i++) dz[i] = dy[i] * ((REAL)1 - y[i] * y[i]);
+        break;
+    case FC_ACT_TANH_OPT:
+        for (ptrdiff_t i = 0; i < n; i++)
+            dz[i] = dy[i] * (FC_TANH_OPT_B / FC_TANH_OPT_A) *
+                    (FC_TANH_OPT_A * FC_TANH_OPT_A - y[i] * y[i]);
+        break;
+    default:
+        if (dz != dy) memcpy(dz, dy, sizeof(REAL) * (size_t)n);
+    }
+}
+
+/* Softmax of one sample's K scores: y_k = exp(z_k - m) / sum_j exp(z_j - m),
+ * m = max z (the shift changes nothing but keeps exp from overflowing). */
+static void FN(softmax_forward)(const REAL *z, int K, REAL *y)
+{
+    REAL m = z[0];
+    for (int k = 1; k < K; k++) m = z[k] > m || z[k] != z[k] ? z[k] : m;
+    REAL s = 0;
+    for (int k = 0; k < K; k++) {
+        y[k] = FN(exp)(z[k] - m);
+        s += y[k];
+    }
+    const REAL inv = (REAL)1 / s;
+    for (int k = 0; k < K; k++) y[k] *= inv;
+}
+
+/* Its backward for one sample: dz_k = y_k (dy_k - sum_j dy_j y_j). */
+static void FN(softmax_backward)(const REAL *y, const REAL *dy, int K, REAL *dz)
+{
+    REAL dot = 0;
+    for (int k = 0; k < K; k++) dot += dy[k] * y[k];
+    for (int k = 0; k < K; k++) dz[k] = y[k] * (dy[k] - dot);
 }

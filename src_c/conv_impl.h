@@ -114,11 +114,11 @@ FC_INLINE void FN(conv_map_shaped)(const REAL *x, int C, int H, int W, const REA
     }
 }
 
-/* eq. (4)-(5), (7)-(8) for one sample: out[q] = sigma(sum_p a[p] * k[q, p] + b[q]),
- * the sigmoid skipped when sigmoid == 0.
+/* eq. (4)-(5), (7)-(8) for one sample: out[q] = f(sum_p a[p] * k[q, p] + b[q]),
+ * f the activation `act` (FC_ACT_*: sigma in the paper).
  * x (C, H, W), k (M, C, KH, KW), bias (M), out (M, H-KH+1, W-KW+1). */
 static void FN(conv_forward)(const REAL *x, int C, int H, int W, const REAL *k, int M,
-                             int KH, int KW, const REAL *bias, int sigmoid, REAL *out)
+                             int KH, int KW, const REAL *bias, int act, REAL *out)
 {
     const ptrdiff_t OHW = (ptrdiff_t)(H - KH + 1) * (W - KW + 1);
     for (int q = 0; q < M; q++) {
@@ -128,8 +128,7 @@ static void FN(conv_forward)(const REAL *x, int C, int H, int W, const REAL *k, 
             FN(conv_map_shaped)(x, C, H, W, kq, 5, 5, bias[q], zq);
         else
             FN(conv_map_shaped)(x, C, H, W, kq, KH, KW, bias[q], zq);
-        if (sigmoid)
-            FN(sigmoid_forward)(zq, OHW, zq); /* eq. (4): C_q = sigma(z_q) */
+        FN(activation_forward)(act, zq, OHW, zq); /* eq. (4): C_q = sigma(z_q) */
     }
 }
 
@@ -399,7 +398,7 @@ FC_INLINE void FN(conv_dgrad)(const REAL *FC_RESTRICT d, int M, int OH, int OW,
 }
 
 /* Backward of conv_forward for one sample:
- *   d   = g * y (1 - y)                     eq. (37), (57)  (d = g without sigmoid)
+ *   d   = g * f'(z), from y = f(z)          eq. (37), (57): g * y (1 - y) for sigma
  *   db  = sum_{i,j} d                       eq. (45), (64)
  *   dk  = rot180(x) (*) d                   eq. (39)-(40), (58)-(59)
  *   dx  = sum_q d_q (*)full rot180(k_q)     eq. (49)-(51)   (skipped if dx is NULL)
@@ -408,47 +407,38 @@ FC_INLINE void FN(conv_dgrad)(const REAL *FC_RESTRICT d, int M, int OH, int OW,
  * Outputs: gk, this sample's conv_ws_wgrad weight-gradient partials (turned
  * into dk by conv_wgrad_finish once summed over the batch); db (M); dx (C, H, W). */
 static void FN(conv_backward)(const REAL *x, int C, int H, int W, const REAL *k, int M,
-                              int KH, int KW, const REAL *y, const REAL *g, int sigmoid,
+                              int KH, int KW, const REAL *y, const REAL *g, int act,
                               REAL *ws, REAL *gk, REAL *db, REAL *dx)
 {
     const int OH = H - KH + 1, OW = W - KW + 1, DW = FN(round_lanes)(OW);
     const int HP = OH + 2 * (KH - 1), by_maps = FN(wgrad_by_maps)(M, OW), MQ = FN(round_lanes)(M);
     REAL *d = ws, *dT = ws + (ptrdiff_t)M * HP * DW;
+    /* delta by rows into the padded layout, eq. (37), (57) */
+    for (int q = 0; q < M; q++)
+        for (int i = 0; i < OH; i++)
+            FN(activation_backward)(act, y + ((ptrdiff_t)q * OH + i) * OW,
+                                    g + ((ptrdiff_t)q * OH + i) * OW, OW,
+                                    d + ((ptrdiff_t)q * HP + KH - 1 + i) * DW);
     if (by_maps) {
-        /* delta as dT[i][j][q]; then db = sum_{i,j} dT[i][j][:], one lane per map */
-        for (int q = 0; q < M; q++) {
-            const REAL *gq = g + (ptrdiff_t)q * OH * OW, *yq = y + (ptrdiff_t)q * OH * OW;
-            REAL *dTq = dT + q;
-            if (sigmoid)
-                for (ptrdiff_t e = 0; e < (ptrdiff_t)OH * OW; e++)
-                    dTq[e * MQ] = gq[e] * yq[e] * ((REAL)1 - yq[e]);
-            else
-                for (ptrdiff_t e = 0; e < (ptrdiff_t)OH * OW; e++) dTq[e * MQ] = gq[e];
-        }
+        /* and as dT[i][j][q]; then db = sum_{i,j} dT[i][j][:], one lane per map */
+        for (int q = 0; q < M; q++)
+            for (int i = 0; i < OH; i++) {
+                const REAL *dr = d + ((ptrdiff_t)q * HP + KH - 1 + i) * DW;
+                REAL *col = dT + (ptrdiff_t)i * OW * MQ + q;
+                for (int j = 0; j < OW; j++) col[(ptrdiff_t)j * MQ] = dr[j];
+            }
         for (int q0 = 0; q0 < MQ; q0 += LANES) {
             VEC acc = FN(vzero)();
             for (ptrdiff_t e = 0; e < (ptrdiff_t)OH * OW; e++)
                 acc = FN(vadd)(acc, FN(vload)(dT + e * MQ + q0));
             for (int l = 0; l < LANES && q0 + l < M; l++) db[q0 + l] = FN(vlane)(acc, l);
         }
-        if (dx) /* the input gradient reads delta by rows */
-            for (int q = 0; q < M; q++)
-                for (int i = 0; i < OH; i++) {
-                    REAL *dr = d + ((ptrdiff_t)q * HP + KH - 1 + i) * DW;
-                    for (int j = 0; j < OW; j++) dr[j] = dT[((ptrdiff_t)i * OW + j) * MQ + q];
-                }
     } else {
+        /* eq. (45), (64): the zero padding adds nothing, so whole blocks are summed */
         for (int q = 0; q < M; q++) {
             VEC acc = FN(vzero)();
             for (int i = 0; i < OH; i++) {
-                const REAL *gr = g + ((ptrdiff_t)q * OH + i) * OW;
-                const REAL *yr = y + ((ptrdiff_t)q * OH + i) * OW;
-                REAL *dr = d + ((ptrdiff_t)q * HP + KH - 1 + i) * DW;
-                if (sigmoid)
-                    for (int j = 0; j < OW; j++) dr[j] = gr[j] * yr[j] * ((REAL)1 - yr[j]);
-                else
-                    for (int j = 0; j < OW; j++) dr[j] = gr[j];
-                /* the zero padding adds nothing, so whole blocks can be summed */
+                const REAL *dr = d + ((ptrdiff_t)q * HP + KH - 1 + i) * DW;
                 for (int j0 = 0; j0 < DW; j0 += LANES) acc = FN(vadd)(acc, FN(vload)(dr + j0));
             }
             db[q] = FN(vsum)(acc);

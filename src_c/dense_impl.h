@@ -28,10 +28,10 @@ FC_INLINE void FN(dense_rows)(const REAL *FC_RESTRICT f, int F, const REAL *FC_R
     for (int kb = 0; kb < KB; kb++) out[kb] = FN(vsum)(acc[kb]) + tail[kb];
 }
 
-/* eq. (12) for one sample: out = sigma(W f + b), sigma skipped when sigmoid == 0.
- * f (F), W (K, F), b (K), out (K). */
+/* eq. (12) for one sample: out = f(W f + b), f the activation `act` (sigma in
+ * the paper). f (F), W (K, F), b (K), out (K). */
 static void FN(dense_forward)(const REAL *f, int F, const REAL *W, int K, const REAL *b,
-                              int sigmoid, REAL *out)
+                              int act, REAL *out)
 {
     REAL z[4];
     for (int k0 = 0; k0 < K; k0 += 4) {
@@ -42,21 +42,19 @@ static void FN(dense_forward)(const REAL *f, int F, const REAL *W, int K, const 
         case 2: FN(dense_rows)(f, F, W, k0, 2, z); break;
         default: FN(dense_rows)(f, F, W, k0, 1, z); break;
         }
-        for (int kb = 0; kb < KB; kb++) {
-            const REAL s = z[kb] + b[k0 + kb];
-            out[k0 + kb] = sigmoid ? FN(sigmoid)(s) : s;
-        }
+        for (int kb = 0; kb < KB; kb++) out[k0 + kb] = z[kb] + b[k0 + kb];
     }
+    FN(activation_forward)(act, out, K, out);
 }
 
 /* Backward for one sample, eq. (17), (23), (28)-(30):
- *   delta = g * y (1 - y)   (delta = g without sigmoid)
- *   df    = W^T delta       eq. (30), skipped if df is NULL
+ *   delta = g * f'(z), from y     (g * y (1 - y) for sigma)
+ *   df    = W^T delta             eq. (30), skipped if df is NULL
  * g, y, delta (K); W (K, F); df (F). */
-static void FN(dense_backward_sample)(const REAL *g, const REAL *y, int K, int sigmoid,
+static void FN(dense_backward_sample)(const REAL *g, const REAL *y, int K, int act,
                                       const REAL *W, int F, REAL *delta, REAL *df)
 {
-    for (int k = 0; k < K; k++) delta[k] = sigmoid ? g[k] * y[k] * ((REAL)1 - y[k]) : g[k];
+    FN(activation_backward)(act, y, g, K, delta);
     if (!df) return;
     /* df[j] = sum_k delta[k] W[k, j], four vectors of j at a time */
     const int FV = F - F % (4 * LANES);

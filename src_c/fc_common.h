@@ -29,6 +29,13 @@
 #  define FC_VECTOR_EXT 0
 #endif
 
+/* Activation codes, the same in fastcnn/layers.py (ACTIVATION_CODES). */
+#define FC_ACT_NONE 0
+#define FC_ACT_SIGMOID 1
+#define FC_ACT_RELU 2
+#define FC_ACT_TANH 3
+#define FC_ACT_TANH_OPT 4 /* DeepLearnToolbox's tanh_opt: 1.7159 tanh(2x/3) */
+
 #define FC_CAT_(a, b) a##b
 #define FC_CAT(a, b) FC_CAT_(a, b)
 

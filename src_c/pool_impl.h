@@ -65,3 +65,47 @@ static void FN(mean_upsample)(const REAL *g, int C, int H, int W, int s, REAL *d
     else
         FN(mean_upsample_body)(g, C, H, W, s, dx);
 }
+
+/* ------------------------------------------------------------------------
+ * Max pooling over s x s windows taken every `step` pixels:
+ *   S(i, j) = max_{u,v<s} C(step i + u, step j + v)
+ * arg(i, j) = the flat index in the map (H W) of the maximum: the first in
+ * scan order, or a NaN, which wins (NaN in, NaN out). Backward sends each
+ * window's gradient to that pixel alone, adding where windows overlap (in
+ * output order, so always the same sums).
+ * ---------------------------------------------------------------------- */
+static void FN(max_pool)(const REAL *x, int C, int H, int W, int s, int step, REAL *out,
+                         int32_t *arg)
+{
+    const int OH = (H - s) / step + 1, OW = (W - s) / step + 1;
+    for (int c = 0; c < C; c++) {
+        const REAL *xc = x + (ptrdiff_t)c * H * W;
+        for (int i = 0; i < OH; i++)
+            for (int j = 0; j < OW; j++) {
+                int best = (step * i) * W + step * j;
+                REAL m = xc[best];
+                for (int u = 0; u < s; u++)
+                    for (int v = 0; v < s; v++) {
+                        const int at = (step * i + u) * W + step * j + v;
+                        if (xc[at] > m || (xc[at] != xc[at] && m == m)) {
+                            m = xc[at];
+                            best = at;
+                        }
+                    }
+                const ptrdiff_t o = ((ptrdiff_t)c * OH + i) * OW + j;
+                out[o] = m;
+                arg[o] = best;
+            }
+    }
+}
+
+static void FN(max_unpool)(const REAL *g, const int32_t *arg, int C, int H, int W, int OH,
+                           int OW, REAL *dx)
+{
+    memset(dx, 0, sizeof(REAL) * (size_t)C * H * W);
+    for (int c = 0; c < C; c++) {
+        REAL *dc = dx + (ptrdiff_t)c * H * W;
+        const ptrdiff_t o0 = (ptrdiff_t)c * OH * OW;
+        for (ptrdiff_t o = o0; o < o0 + (ptrdiff_t)OH * OW; o++) dc[arg[o]] += g[o];
+    }
+}
