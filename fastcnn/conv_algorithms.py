@@ -39,34 +39,43 @@ except ImportError:  # pragma: no cover - exercised where SciPy is absent
     FFT_BACKEND = "numpy.fft"
 
 
-def _sigmoid_inplace(a, threads):
-    flat = a.reshape(-1)
-    _activation.sigmoid_forward(flat, flat, threads)
+def _activate_inplace(a, act, threads):
+    """a = f(a) for the activation code act (eq. 4 for the sigmoid)."""
+    if act:
+        flat = a.reshape(-1)
+        _activation.activation_forward(flat, flat, act, threads)
 
 
-def _delta(layer, grad, threads, out):
-    """eq. (37), (57): delta = dL/dC * C (1 - C), or dL/dC without sigmoid."""
-    if layer.activation == "sigmoid":
-        _activation.sigmoid_backward(layer.y.reshape(-1), grad.reshape(-1), out.reshape(-1),
-                                     threads)
+def _delta(layer, y, grad, threads, out):
+    """eq. (37), (57): delta = dL/dC * f'(z), from the output y (C (1 - C) for sigma)."""
+    if layer.act:
+        _activation.activation_backward(y.reshape(-1), grad.reshape(-1), out.reshape(-1),
+                                        layer.act, threads)
         return out
     return grad
 
 
 class ConvAlgorithm:
-    """What the three algorithms provide to a Conv2D layer (`layer`)."""
+    """What the three algorithms provide to a Conv2D layer (`layer`).
+
+    They compute the layer's convolution on its padded input, with the
+    layer's kernels, bias and activation. Those with native_stride compute
+    only the strided output; the others every position, and the layer keeps
+    each stride-th.
+    """
 
     name = None
+    native_stride = False
 
     def forward(self, x, out):
-        """out (N, M, OH, OW) = the layer's output for x (N, C, H, W), from the
-        layer's parameters: eq. (4)-(5), (7)-(8)."""
+        """out (N, M, OH, OW) = f(x * k + b) for the padded input x (N, C, H, W):
+        eq. (4)-(5), (7)-(8)."""
         raise NotImplementedError
 
-    def backward(self, grad, dx):
-        """From grad = dL/d(output) (N, M, OH, OW) and the layer's saved input
-        and output, fill layer.grads and, unless dx is None, write dL/dx
-        (N, C, H, W) into dx: eq. (37)-(45), (39)-(40), (49)-(51)."""
+    def backward(self, x, y, grad, dx):
+        """From x and y = forward's input and output, and grad = dL/dy, fill
+        layer.grads and, unless dx is None, write dL/dx (N, C, H, W) into dx:
+        eq. (37)-(45), (39)-(40), (49)-(51)."""
         raise NotImplementedError
 
 
@@ -81,16 +90,16 @@ class Direct(ConvAlgorithm):
 
     def forward(self, x, out):
         layer = self.layer
-        _conv.conv_forward(x, layer.params["weight"], layer.params["bias"], out,
-                           layer.activation == "sigmoid", get_num_threads())
+        _conv.conv_forward(x, layer.params["weight"], layer.params["bias"], out, layer.act,
+                           get_num_threads())
 
-    def backward(self, grad, dx):
+    def backward(self, x, y, grad, dx):
         layer = self.layer
         t = get_num_threads()
         ws = self._workspaces(grad.shape[0], t)
-        _conv.conv_backward(layer.x, layer.params["weight"], layer.y, grad,
-                            layer.activation == "sigmoid", layer.grads["weight"],
-                            layer.grads["bias"], dx, ws["delta"], ws["dk"], ws["db"], ws["sum"], t)
+        _conv.conv_backward(x, layer.params["weight"], y, grad, layer.act,
+                            layer.grads["weight"], layer.grads["bias"], dx, ws["delta"],
+                            ws["dk"], ws["db"], ws["sum"], t)
 
     def _workspaces(self, n, threads):
         # Allocated on first use and when the batch or the thread count grows,
@@ -99,7 +108,7 @@ class Direct(ConvAlgorithm):
         # partial sums per sample, summed in sample order.
         layer, ws = self.layer, self._ws
         if not ws:
-            (m, oh, ow), (kh, kw) = layer.output_shape, layer.kernel_size
+            (m, oh, ow), (kh, kw) = layer.inner_shape, layer.kernel_size
             ws["sizes"] = _conv.workspace_sizes(m, layer.in_maps, kh, kw, oh, ow, layer.dtype.name)
             ws["sum"] = np.empty(ws["sizes"][1], layer.dtype)
         per_thread, per_sample = ws["sizes"]
@@ -173,13 +182,15 @@ class Im2col(ConvAlgorithm):
     """
 
     name = "im2col"
+    native_stride = True
     COLUMN_BYTES = 8 << 20
     TASKS = 8
 
     def __init__(self, layer):
         self.layer = layer
-        c, h, w = layer.input_shape
+        c = layer.in_maps
         self.kh, self.kw = layer.kernel_size
+        self.stride = layer.stride
         self.m, self.oh, self.ow = layer.output_shape
         self.ckk = c * self.kh * self.kw
 
@@ -220,7 +231,7 @@ class Im2col(ConvAlgorithm):
     def _columns(self, x, block, threads):
         n0, n1, i0, i1 = block
         cols = self._buffer("cols", (self.ckk, (n1 - n0) * (i1 - i0) * self.ow))
-        _im2col.im2col(x, self.kh, self.kw, n0, n1, i0, i1, cols, threads)
+        _im2col.im2col(x, self.kh, self.kw, self.stride, n0, n1, i0, i1, cols, threads)
         return cols
 
     def _copy_threads(self, tasks):
@@ -236,8 +247,7 @@ class Im2col(ConvAlgorithm):
             _pool.map(lambda task: self._forward_task(x, out, wrot, task, t), tasks)
         layer = self.layer
         out += layer.params["bias"][:, None, None]
-        if layer.activation == "sigmoid":
-            _sigmoid_inplace(out, get_num_threads())
+        _activate_inplace(out, layer.act, get_num_threads())
 
     def _forward_task(self, x, out, wrot, task, threads):
         for block in self._blocks(*task):
@@ -247,9 +257,9 @@ class Im2col(ConvAlgorithm):
             np.matmul(wrot, cols, out=z)                                # Z = W X_col
             out[n0:n1, :, i0:i1, :] = z.reshape(self.m, n1 - n0, i1 - i0, self.ow).transpose(1, 0, 2, 3)
 
-    def backward(self, grad, dx):
+    def backward(self, x, y, grad, dx):
         layer = self.layer
-        delta = _delta(layer, grad, get_num_threads(), np.empty_like(grad))
+        delta = _delta(layer, y, grad, get_num_threads(), np.empty_like(grad))
         np.sum(delta, axis=(0, 2, 3), out=layer.grads["bias"])                # eq. (45), (64)
         if dx is not None:
             dx[...] = 0
@@ -257,7 +267,7 @@ class Im2col(ConvAlgorithm):
             wrot = self._wrot()
             tasks = _split(delta.shape[0], self._tasks(delta.shape[0]))
             t = self._copy_threads(tasks)
-            partials = _pool.map(lambda task: self._backward_task(layer.x, delta, wrot, dx, task, t),
+            partials = _pool.map(lambda task: self._backward_task(x, delta, wrot, dx, task, t),
                                  tasks)
         dw = partials[0]
         for part in partials[1:]:  # in task order: the same sum for every thread count
@@ -276,7 +286,7 @@ class Im2col(ConvAlgorithm):
             if dx is not None:
                 dcols = self._buffer("dcols", cols.shape)
                 np.matmul(wrot.T, d, out=dcols)                         # eq. (21): dX_col = W^T dZ
-                _im2col.col2im(dcols, self.kh, self.kw, n0, n1, i0, i1, dx, threads)
+                _im2col.col2im(dcols, self.kh, self.kw, self.stride, n0, n1, i0, i1, dx, threads)
         return dw
 
 
@@ -317,7 +327,7 @@ class FFT(ConvAlgorithm):
 
     def __init__(self, layer):
         self.layer = layer
-        _, self.h, self.w = layer.input_shape
+        _, self.h, self.w = layer.padded_shape
         self.kh, self.kw = layer.kernel_size
         self.p, self.q = fast_len(self.h), fast_len(self.w)
         fy = np.arange(self.p)[:, None]
@@ -360,9 +370,9 @@ class FFT(ConvAlgorithm):
         with _blas.single_threaded():
             self._forward(x, out)
 
-    def backward(self, grad, dx):
+    def backward(self, x, y, grad, dx):
         with _blas.single_threaded():
-            self._backward(grad, dx)
+            self._backward(x, y, grad, dx)
 
     def _forward(self, x, out):
         layer, t = self.layer, get_num_threads()
@@ -372,12 +382,11 @@ class FFT(ConvAlgorithm):
         z = self._irfft(self._mapsum(xf, kf.transpose(1, 0, 2, 3)), t)
         out[...] = z[:, :, self.kh - 1 : self.h, self.kw - 1 : self.w]
         out += layer.params["bias"][:, None, None]
-        if layer.activation == "sigmoid":
-            _sigmoid_inplace(out, t)
+        _activate_inplace(out, layer.act, t)
 
-    def _backward(self, grad, dx):
+    def _backward(self, x, y, grad, dx):
         layer, t = self.layer, get_num_threads()
-        delta = _delta(layer, grad, t, np.empty_like(grad))
+        delta = _delta(layer, y, grad, t, np.empty_like(grad))
         np.sum(delta, axis=(0, 2, 3), out=layer.grads["bias"])                # eq. (45), (64)
         df = self._rfft(delta, t)                                    # (N, M, P, Q/2+1)
         # sum over samples and positions of conj(delta) x: the correlation
@@ -418,11 +427,14 @@ def choose(layer):
     size, kernel size and maps, from benchmarks/test_sweep.py) is
     interpolated in log-log space at the layer's geometric-mean image size
     sqrt(H W), kernel size sqrt(KH KW) and maps sqrt(in out). The fastest
-    predicted algorithm wins, if it beats direct by SWITCH_GAIN.
+    predicted algorithm wins, if it beats direct by SWITCH_GAIN. A strided
+    layer gets im2col, the one that computes only the strided positions.
     """
     from fastcnn import _crossover as table
 
-    c, h, w = layer.input_shape
+    if layer.stride > 1:
+        return "im2col"  # computes only the strided positions; the others compute all
+    c, h, w = layer.padded_shape
     kh, kw = layer.kernel_size
     point = (0.5 * math.log(h * w), 0.5 * math.log(kh * kw), 0.5 * math.log(c * layer.out_maps))
     axes = [[math.log(v) for v in values] for values in (table.SIZES, table.KERNELS, table.MAPS)]

@@ -52,9 +52,10 @@ def atomic_write(path, write):
         raise
 
 
-def save(model, path, training_state=None):
+def save(model, path, training_state=None, training_arrays=None):
     """Write `model` to `path` (.npz; the name is used as given), with the
-    JSON-compatible `training_state` of a checkpoint if given."""
+    JSON-compatible `training_state` of a checkpoint and its arrays (an
+    optimiser's memory) if given."""
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -64,6 +65,8 @@ def save(model, path, training_state=None):
     arrays = {CONFIG_KEY: np.array(json.dumps(config))}
     if training_state is not None:
         arrays[TRAINING_KEY] = np.array(json.dumps(training_state))
+    for name, value in (training_arrays or {}).items():
+        arrays[TRAINING_KEY + "/" + name] = value
     for name, value in model.params.items():
         arrays[name] = value
     atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -76,8 +79,9 @@ def _bad(path, why):
 def load(path, with_training_state=False):
     """Read a model written by `save` (or `Sequential.save`, or a checkpoint of fit).
 
-    With with_training_state=True, return (model, state) where state is the
-    training state of a checkpoint, or None for a plain model file.
+    With with_training_state=True, return (model, state, arrays): the
+    training state and arrays of a checkpoint, or None and {} for a plain
+    model file.
 
     Raises ValueError, naming the problem, for a file that is not a fastcnn
     model (wrong format, truncated, corrupt, pickled objects, missing or
@@ -99,13 +103,15 @@ def load(path, with_training_state=False):
             model = _read(path, archive, Sequential)
             if not with_training_state:
                 return model
-            state = None
+            state, arrays = None, {}
             if TRAINING_KEY in archive.files:
                 raw = archive[TRAINING_KEY]
                 if raw.dtype.kind != "U" or raw.ndim != 0:
                     raise _bad(path, f"its {TRAINING_KEY!r} entry is not a JSON string")
                 state = json.loads(str(raw))
-            return model, state
+                prefix = TRAINING_KEY + "/"
+                arrays = {k[len(prefix):]: archive[k] for k in archive.files if k.startswith(prefix)}
+            return model, state, arrays
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, TypeError,
                 json.JSONDecodeError) as e:
             raise _bad(path, f"it is damaged ({type(e).__name__}: {e})") from None
@@ -145,7 +151,8 @@ def _read(path, archive, Sequential):
         raise _bad(path, f"its architecture cannot be built ({e})") from None
 
     expected = set(model.params)
-    stored = names - {CONFIG_KEY, TRAINING_KEY}
+    stored = {n for n in names - {CONFIG_KEY, TRAINING_KEY}
+              if not n.startswith(TRAINING_KEY + "/")}
     missing, unexpected = sorted(expected - stored), sorted(stored - expected)
     if missing or unexpected:
         parts = []

@@ -23,21 +23,23 @@ from fastcnn import _activation, _dense, _pool, conv_algorithms
 from fastcnn._threads import get_num_threads
 from fastcnn._validate import check_int
 
-ACTIVATIONS = (None, "sigmoid")
+# Activation codes understood by the kernels (src_c/fc_common.h, FC_ACT_*).
+ACTIVATION_CODES = {None: 0, "sigmoid": 1, "relu": 2, "tanh": 3, "tanh_opt": 4}
+ACTIVATIONS = tuple(ACTIVATION_CODES)
 
 
 def _check_activation(activation):
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be None or 'sigmoid', got {activation!r}")
+    if activation not in ACTIVATION_CODES:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     return activation
 
 
-def _pair(value, name):
+def _pair(value, name, minimum=1):
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-        return check_int(value[0], name), check_int(value[1], name)
-    v = check_int(value, name)
+        return check_int(value[0], name, minimum), check_int(value[1], name, minimum)
+    v = check_int(value, name, minimum)
     return v, v
 
 
@@ -160,10 +162,10 @@ class Layer:
 class Conv2D(Layer):
     """Convolution layer: eq. (4)-(5) (C1) and (7)-(8) (C2).
 
-        C_q = sigma(sum_p a_p * k_pq + b_q)
+        C_q = f(sum_p a_p * k_pq + b_q)
 
-    with `*` the valid 2-D true convolution and sigma applied when
-    activation="sigmoid". The sigmoid is fused into the convolution kernel.
+    with `*` the 2-D true convolution and f the activation (sigma in the
+    paper), fused into the convolution kernels.
 
     Parameters
     ----------
@@ -172,32 +174,70 @@ class Conv2D(Layer):
     kernel_size : int or (int, int)
         Kernel height and width (5 in the paper; any size works, 5x5 has a
         fast path).
-    activation : None or "sigmoid"
+    activation : None, "sigmoid", "relu", "tanh" or "tanh_opt"
+        tanh_opt is DeepLearnToolbox's 1.7159 tanh(2x/3).
+    stride : int
+        Step between output positions (1 in the paper).
+    padding : "valid", "same", int or (int, int)
+        Zeros added around each input map: none (the paper), enough for the
+        output to keep the input's size ("same", stride 1 only; an even
+        kernel gets the extra row and column at the bottom and right, as in
+        PyTorch), or that many on every side (rows, columns).
     algorithm : "auto", "direct", "im2col" or "fft"
         How the sums are computed (fastcnn.conv_algorithms): the direct
         kernels, a matrix product after im2col, or products of spectra. The
         results agree to rounding; "auto" picks by the layer's shape.
     name : str, optional
 
-    Shape: input (N, in_maps, H, W), output (N, out_maps, H - kH + 1, W - kW + 1).
+    Shape: input (N, in_maps, H, W), output (N, out_maps, OH, OW) with
+    OH = (H + pads - kH) // stride + 1 (H - kH + 1 in the paper), OW alike.
     Parameters: weight (out_maps, in_maps, kH, kW), bias (out_maps,).
     """
 
     def __init__(self, in_maps, out_maps, kernel_size, activation=None, algorithm="auto",
-                 name=None):
+                 name=None, stride=1, padding="valid"):
         super().__init__(name)
         self.in_maps = check_int(in_maps, "in_maps")
         self.out_maps = check_int(out_maps, "out_maps")
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.activation = _check_activation(activation)
+        self.act = ACTIVATION_CODES[activation]
+        self.stride = check_int(stride, "stride")
+        self.padding = padding
+        self._pads = self._padding_amounts(padding)
         if algorithm not in conv_algorithms.ALGORITHMS:
             raise ValueError(f"algorithm must be one of {conv_algorithms.ALGORITHMS}, "
                              f"got {algorithm!r}")
         self.algorithm = algorithm
         self._algo = None
+        self._buffers = {}
+
+    def _padding_amounts(self, padding):
+        kh, kw = self.kernel_size
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            if self.stride != 1:
+                raise ValueError("padding='same' needs stride 1 (as in PyTorch); give the "
+                                 "padding as a number for strided convolutions")
+            return ((kh - 1) // 2, kh - 1 - (kh - 1) // 2, (kw - 1) // 2, kw - 1 - (kw - 1) // 2)
+        if isinstance(padding, (tuple, list)):
+            ph, pw = _pair(tuple(padding), "padding", minimum=0)
+        elif isinstance(padding, str):
+            raise ValueError(f"padding must be 'valid', 'same', an int or a pair, got {padding!r}")
+        else:
+            ph, pw = _pair(padding, "padding", minimum=0)
+        return (ph, ph, pw, pw)
 
     def build(self, input_shape, dtype):
         shape = super().build(input_shape, dtype)
+        c, h, w = self.input_shape
+        top, bottom, left, right = self._pads
+        kh, kw = self.kernel_size
+        self.padded_shape = (c, h + top + bottom, w + left + right)
+        # the valid, stride-1 convolution of the padded input, before any subsampling
+        self.inner_shape = (self.out_maps, self.padded_shape[1] - kh + 1,
+                            self.padded_shape[2] - kw + 1)
         self._algo = conv_algorithms.make(self)
         return shape
 
@@ -211,11 +251,14 @@ class Conv2D(Layer):
             raise self._error(f"expects (maps, height, width) inputs, got shape {input_shape}")
         c, h, w = input_shape
         kh, kw = self.kernel_size
+        top, bottom, left, right = self._pads
         if c != self.in_maps:
             raise self._error(f"expects {self.in_maps} input maps, got {c}")
-        if h < kh or w < kw:
-            raise self._error(f"input maps of {h}x{w} are smaller than the {kh}x{kw} kernel")
-        return (self.out_maps, h - kh + 1, w - kw + 1)
+        if h + top + bottom < kh or w + left + right < kw:
+            raise self._error(f"input maps of {h}x{w} are smaller than the {kh}x{kw} kernel"
+                              + (" even with the padding" if any(self._pads) else ""))
+        s = self.stride
+        return (self.out_maps, (h + top + bottom - kh) // s + 1, (w + left + right - kw) // s + 1)
 
     def parameter_shapes(self):
         return {"weight": (self.out_maps, self.in_maps) + self.kernel_size, "bias": (self.out_maps,)}
@@ -227,29 +270,85 @@ class Conv2D(Layer):
         self.params["weight"][...] = rng.uniform(-bound, bound, self.params["weight"].shape)
         self.params["bias"][...] = 0
 
+    def _buffer(self, name, n, shape, zero=False):
+        # kept from batch to batch; `zero` buffers have borders that stay zero
+        key = (name, n)
+        buf = self._buffers.get(key)
+        if buf is None:
+            if len(self._buffers) > 8:
+                self._buffers.clear()
+            buf = self._buffers[key] = (np.zeros if zero else np.empty)((n,) + shape, self.dtype)
+        return buf
+
+    @property
+    def _subsamples(self):
+        # direct and FFT compute every position and keep each stride-th;
+        # im2col computes only those
+        return self.stride > 1 and not self._algo.native_stride
+
     def _forward(self, x, out):
-        """x (N, in_maps, H, W) -> C (N, out_maps, H-kH+1, W-kW+1), eq. (4)-(5), (7)-(8)."""
-        self.x, self.y, self._batch = x, out, x.shape[0]
-        self._algo.forward(x, out)
+        """x (N, in_maps, H, W) -> C (N, out_maps, OH, OW), eq. (4)-(5), (7)-(8)."""
+        n = x.shape[0]
+        self._batch = n
+        top, bottom, left, right = self._pads
+        if any(self._pads):
+            xp = self._buffer("padded", n, self.padded_shape, zero=True)
+            xp[:, :, top : top + x.shape[2], left : left + x.shape[3]] = x
+        else:
+            xp = x
+        if self._subsamples:
+            inner = self._buffer("inner", n, self.inner_shape)
+            self._algo.forward(xp, inner)
+            s = self.stride
+            out[...] = inner[:, :, ::s, ::s][:, :, : out.shape[2], : out.shape[3]]
+        else:
+            inner = out
+            self._algo.forward(xp, out)
+        self.x, self.y, self._xp, self._inner = x, out, xp, inner
         return out
 
     def _backward(self, grad, dx):
         """grad = dL/dC -> grads["bias"] (eq. 45, 64), grads["weight"] (eq. 39-40,
         58-59), and dL/da into dx (eq. 49-51) unless dx is None (first layer)."""
-        self._algo.backward(grad, dx)
+        n = grad.shape[0]
+        if self._subsamples:
+            # the skipped positions get zero gradient
+            g = self._buffer("inner_grad", n, self.inner_shape, zero=True)
+            s = self.stride
+            g[:, :, ::s, ::s][:, :, : grad.shape[2], : grad.shape[3]] = grad
+        else:
+            g = grad
+        top, bottom, left, right = self._pads
+        dxp = dx
+        if dx is not None and any(self._pads):
+            dxp = self._buffer("padded_grad", n, self.padded_shape)
+        self._algo.backward(self._xp, self._inner, g, dxp)
+        if dxp is not dx:
+            dx[...] = dxp[:, :, top : top + dx.shape[2], left : left + dx.shape[3]]
         return dx
 
     def describe(self):
         kh, kw = self.kernel_size
-        act = f", {self.activation}" if self.activation else ""
+        extra = [self.activation] if self.activation else []
+        if self.stride != 1:
+            extra.append(f"stride {self.stride}")
+        if self.padding != "valid":
+            extra.append(f"padding {self.padding}")
         algo = self.algorithm_used or self.algorithm
         how = f"{self.algorithm}: {algo}" if self.algorithm == "auto" else algo
-        return f"Conv2D {self.in_maps}->{self.out_maps}, {kh}x{kw}{act} ({how})"
+        return f"Conv2D {self.in_maps}->{self.out_maps}, {kh}x{kw}" + \
+            "".join(", " + e for e in extra) + f" ({how})"
 
     def get_config(self):
-        return {"in_maps": self.in_maps, "out_maps": self.out_maps,
-                "kernel_size": list(self.kernel_size), "activation": self.activation,
-                "algorithm": self.algorithm, "name": self.name}
+        padding = list(self.padding) if isinstance(self.padding, tuple) else self.padding
+        config = {"in_maps": self.in_maps, "out_maps": self.out_maps,
+                  "kernel_size": list(self.kernel_size), "activation": self.activation,
+                  "algorithm": self.algorithm, "name": self.name}
+        if self.stride != 1:
+            config["stride"] = self.stride
+        if self.padding != "valid":
+            config["padding"] = padding
+        return config
 
 
 class MeanPool2D(Layer):
@@ -293,22 +392,136 @@ class MeanPool2D(Layer):
         return {"scale": self.scale, "name": self.name}
 
 
-class Sigmoid(Layer):
-    """sigma(z) = 1 / (1 + exp(-z)), eq. (4); backward dz = dy * y (1 - y), eq. (37).
+class MaxPool2D(Layer):
+    """Max pooling: S(i, j) = max_{u,v < size} C(stride i + u, stride j + v).
 
-    Conv2D and Dense fuse it with activation="sigmoid"; this layer is for
-    placing it elsewhere. Any input shape.
+    Backward sends each window's gradient to the pixel that held its maximum
+    (the first in scan order if several tie), adding where windows overlap.
+
+    Parameters
+    ----------
+    size : int
+        Window height and width.
+    stride : int, optional
+        Step between windows (default: size, windows side by side).
+
+    Shape: input (N, C, H, W), output (N, C, (H - size) // stride + 1, (W - size) // stride + 1).
     """
 
+    def __init__(self, size=2, stride=None, name=None):
+        super().__init__(name)
+        self.size = check_int(size, "size")
+        self.stride = self.size if stride is None else check_int(stride, "stride")
+        self._args = {}
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise self._error(f"expects (maps, height, width) inputs, got shape {input_shape}")
+        c, h, w = input_shape
+        if h < self.size or w < self.size:
+            raise self._error(f"input maps of {h}x{w} are smaller than the {self.size}x{self.size} window")
+        s = self.stride
+        return (c, (h - self.size) // s + 1, (w - self.size) // s + 1)
+
     def _forward(self, x, out):
-        self.y, self._batch = out, x.shape[0]
-        _activation.sigmoid_forward(x.reshape(-1), out.reshape(-1), get_num_threads())
+        n = x.shape[0]
+        self._batch = n
+        arg = self._args.get(n)
+        if arg is None:
+            if len(self._args) > 4:
+                self._args.clear()
+            arg = self._args[n] = np.empty(out.shape, np.intc)
+        self._arg = arg
+        _pool.max_pool(x, self.size, self.stride, out, arg, get_num_threads())
         return out
 
     def _backward(self, grad, dx):
         if dx is not None:
-            _activation.sigmoid_backward(self.y.reshape(-1), grad.reshape(-1), dx.reshape(-1),
-                                         get_num_threads())
+            _pool.max_unpool(grad, self._arg, dx, get_num_threads())
+        return dx
+
+    def describe(self):
+        s = "" if self.stride == self.size else f", stride {self.stride}"
+        return f"MaxPool2D {self.size}x{self.size}{s}"
+
+    def get_config(self):
+        return {"size": self.size, "stride": self.stride, "name": self.name}
+
+
+class Activation(Layer):
+    """An element-wise activation as a layer of its own (Conv2D and Dense
+    fuse theirs with activation=...). Any input shape."""
+
+    function = None
+
+    def _forward(self, x, out):
+        self.y, self._batch = out, x.shape[0]
+        _activation.activation_forward(x.reshape(-1), out.reshape(-1),
+                                       ACTIVATION_CODES[self.function], get_num_threads())
+        return out
+
+    def _backward(self, grad, dx):
+        if dx is not None:
+            _activation.activation_backward(self.y.reshape(-1), grad.reshape(-1), dx.reshape(-1),
+                                            ACTIVATION_CODES[self.function], get_num_threads())
+        return dx
+
+
+class Sigmoid(Activation):
+    """sigma(z) = 1 / (1 + exp(-z)), eq. (4); backward dz = dy * y (1 - y), eq. (37)."""
+
+    function = "sigmoid"
+
+
+class ReLU(Activation):
+    """max(0, z); backward dz = dy where z > 0, else 0 (NaN stays NaN)."""
+
+    function = "relu"
+
+
+class Tanh(Activation):
+    """tanh(z); backward dz = dy (1 - y^2).
+
+    scaled=True gives DeepLearnToolbox's tanh_opt, 1.7159 tanh(2z/3)
+    (LeCun et al., "Efficient BackProp": unit variance for unit inputs)."""
+
+    function = "tanh"
+
+    def __init__(self, scaled=False, name=None):
+        super().__init__(name)
+        if not isinstance(scaled, bool):
+            raise TypeError(f"scaled must be True or False, got {scaled!r}")
+        self.scaled = scaled
+        self.function = "tanh_opt" if scaled else "tanh"
+
+    def get_config(self):
+        return {"scaled": self.scaled, "name": self.name}
+
+
+class Softmax(Layer):
+    """softmax(z)_k = exp(z_k) / sum_j exp(z_j) over the features of each
+    sample; backward dz = y (dy - sum(dy y)).
+
+    Shape: input and output (N, F). To train a classifier with softmax,
+    prefer loss="cross_entropy" on a last layer without activation: the
+    loss then applies the softmax itself, fused and numerically stable, and
+    this layer is not needed.
+    """
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise self._error(f"expects (features,) inputs, got shape {input_shape} "
+                              f"(add a Flatten layer before it)")
+        return input_shape
+
+    def _forward(self, x, out):
+        self.y, self._batch = out, x.shape[0]
+        _activation.softmax_forward(x, out, get_num_threads())
+        return out
+
+    def _backward(self, grad, dx):
+        if dx is not None:
+            _activation.softmax_backward(self.y, grad, dx, get_num_threads())
         return dx
 
 
@@ -343,9 +556,11 @@ class Flatten(Layer):
 
 
 class Dense(Layer):
-    """Fully connected layer, eq. (12): yhat = sigma(W f + b).
+    """Fully connected layer, eq. (12): yhat = f(W f + b), f the activation
+    (sigma in the paper; None, "sigmoid", "relu", "tanh" or "tanh_opt").
+    Dense layers stack.
 
-    Backward, with delta = dL/dyhat * yhat (1 - yhat) (eq. 17, 23):
+    Backward, with delta = dL/dyhat * f' (yhat (1 - yhat) for sigma, eq. 17, 23):
         dW = delta^T f      eq. (19), summed over the batch
         db = sum delta      eq. (24)
         df = delta W        eq. (30)
@@ -381,7 +596,7 @@ class Dense(Layer):
     def _forward(self, f, out):
         self.x, self.y, self._batch = f, out, f.shape[0]
         _dense.dense_forward(f, self.params["weight"], self.params["bias"], out,
-                             self.activation == "sigmoid", get_num_threads())
+                             ACTIVATION_CODES[self.activation], get_num_threads())
         return out
 
     def _backward(self, grad, dx):
@@ -389,7 +604,7 @@ class Dense(Layer):
         if self._delta is None or self._delta.shape[0] < n:
             self._delta = np.empty((n, self.out_features), self.dtype)
         _dense.dense_backward(self.x, self.params["weight"], self.y, grad,
-                              self.activation == "sigmoid", self.grads["weight"],
+                              ACTIVATION_CODES[self.activation], self.grads["weight"],
                               self.grads["bias"], dx, self._delta, get_num_threads())
         return dx
 
@@ -402,4 +617,5 @@ class Dense(Layer):
                 "activation": self.activation, "name": self.name}
 
 
-LAYER_TYPES = {cls.__name__: cls for cls in (Conv2D, MeanPool2D, Sigmoid, Flatten, Dense)}
+LAYER_TYPES = {cls.__name__: cls for cls in (Conv2D, MeanPool2D, MaxPool2D, Sigmoid, ReLU, Tanh,
+                                             Softmax, Flatten, Dense)}

@@ -37,6 +37,10 @@ class Sequential:
         Precision of parameters, activations and gradients.
     seed : int
         Seed of the numpy Generator that initialises the parameters.
+    loss : "mse" or "cross_entropy"
+        What backprop and fit minimise (fastcnn.losses): the paper's squared
+        error on the outputs, or the softmax cross-entropy on the scores of
+        a last layer without activation.
 
     Attributes
     ----------
@@ -45,8 +49,11 @@ class Sequential:
         order. The arrays are the model's own: writing into them changes it.
     """
 
-    def __init__(self, layers, input_shape, dtype="float32", seed=0):
+    def __init__(self, layers, input_shape, dtype="float32", seed=0, loss="mse"):
         self.layers = list(layers)
+        if loss not in losses.LOSSES:
+            raise ValueError(f"loss must be one of {sorted(losses.LOSSES)}, got {loss!r}")
+        self.loss = loss
         if not self.layers or not all(isinstance(layer, Layer) for layer in self.layers):
             raise TypeError("layers must be a non-empty list of fastcnn layers")
         self.dtype = check_dtype(dtype)
@@ -69,6 +76,14 @@ class Sequential:
                 layer.name, layer.dtype, layer.params, layer.grads = name, None, {}, {}
             raise
         self.output_shape = shape
+        if loss == "cross_entropy":
+            last = next(layer for layer in reversed(self.layers) if not isinstance(layer, Flatten))
+            if not isinstance(last, (Dense, Conv2D)) or last.activation is not None:
+                for layer, name in zip(self.layers, given):
+                    layer.name, layer.dtype, layer.params, layer.grads = name, None, {}, {}
+                raise ValueError(
+                    "loss='cross_entropy' applies the softmax itself: the last layer must be a "
+                    f"Dense or Conv2D without activation (scores), not {last!r}")
         self._gather_parameters()
         self._plans = {}
         self.stop_training = False  # set by a callback to end fit after the epoch
@@ -192,7 +207,7 @@ class Sequential:
     def _backprop(self, x, t):
         plan = self._plan(x.shape[0], train=True)
         yhat = self._forward(x, plan)
-        loss, grad = losses.mse(yhat, t, plan["grad"])
+        loss, grad = losses.LOSSES[self.loss](yhat, t, plan["grad"])
         for i in range(len(self.layers) - 1, -1, -1):
             grad = self.layers[i]._backward(grad, plan["dx"][i])
         return loss
@@ -206,8 +221,9 @@ class Sequential:
         return self.output_shape[0]
 
     # ---------------------------------------------------------- training, use
-    def fit(self, x, y, epochs=1, batch_size=50, lr=1.0, seed=0, progress=True,
-            validation_data=None, callbacks=None, checkpoint_dir=None, resume=False):
+    def fit(self, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
+            validation_data=None, callbacks=None, checkpoint_dir=None, resume=False,
+            optimizer=None, schedule=None):
         """Train with SGD on mini-batches, as the DeepLearnToolbox demo does.
 
         Parameters
@@ -222,7 +238,8 @@ class Sequential:
             Samples per SGD step (50 in the demo); the last batch of an epoch
             may be smaller.
         lr : float
-            Learning rate alpha of eq. (65)-(70) (1.0 in the demo).
+            Learning rate alpha of eq. (65)-(70) for plain SGD (default 1.0,
+            as in the demo). Give it to the optimizer instead when you pass one.
         seed : int
             Seeds the shuffle of every epoch (np.random.default_rng(seed)).
         progress : bool
@@ -238,8 +255,13 @@ class Sequential:
             (lowest validation error, else lowest mean loss), atomically.
         resume : bool
             Go on from checkpoint_dir/last.npz: its parameters, shuffling
-            state and history. The result equals, bit for bit, that of a run
-            that was never interrupted.
+            state, optimiser state and history. The result equals, bit for
+            bit, that of a run that was never interrupted.
+        optimizer : fastcnn.optim.Optimizer, optional
+            Made for this model: SGD(model, lr, momentum, nesterov,
+            weight_decay) or Adam(model, ...). Default: plain SGD with `lr`.
+        schedule : fastcnn.optim.StepLR or CosineLR, optional
+            Sets the optimizer's learning rate at the start of every epoch.
 
         Returns
         -------
@@ -256,7 +278,8 @@ class Sequential:
 
         return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                             progress=progress, validation_data=validation_data,
-                            callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume)
+                            callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume,
+                            optimizer=optimizer, schedule=schedule)
 
     def predict_scores(self, x, batch_size=256):
         """Outputs (N, K) of `forward`, computed batch_size images at a time
@@ -268,6 +291,18 @@ class Sequential:
             xb = np.ascontiguousarray(x[start : start + batch_size], dtype=self.dtype)
             out[start : start + batch_size] = self._forward(xb)
         return out
+
+    def predict_proba(self, x, batch_size=256):
+        """Class probabilities (N, K): the softmax of the scores for a
+        cross-entropy model; for the paper's squared error, the outputs as
+        they are (sigmoids, not normalised)."""
+        scores = self.predict_scores(x, batch_size)
+        if self.loss == "cross_entropy":
+            from fastcnn import _activation
+            from fastcnn._threads import get_num_threads
+
+            _activation.softmax_forward(scores, scores, get_num_threads())
+        return scores
 
     def predict(self, x, batch_size=256):
         """Class ids (N,) int64: the index of the largest output for each image."""
@@ -286,6 +321,7 @@ class Sequential:
         return {
             "input_shape": list(self.input_shape),
             "dtype": self.dtype.name,
+            "loss": self.loss,
             "layers": [{"type": type(layer).__name__, "config": layer.get_config()}
                        for layer in self.layers],
         }
@@ -299,7 +335,8 @@ class Sequential:
             if kind not in LAYER_TYPES:
                 raise ValueError(f"unknown layer type {kind!r}; fastcnn has {sorted(LAYER_TYPES)}")
             layers.append(LAYER_TYPES[kind](**spec["config"]))
-        return cls(layers, config["input_shape"], dtype=config["dtype"])
+        return cls(layers, config["input_shape"], dtype=config["dtype"],
+                   loss=config.get("loss", "mse"))
 
     def save(self, path):
         """Write architecture and parameters to a .npz file (no pickle), atomically."""

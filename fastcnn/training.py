@@ -42,7 +42,7 @@ from fastcnn._validate import (
     check_targets,
 )
 from fastcnn.callbacks import Callback
-from fastcnn.optim import SGD
+from fastcnn.optim import SGD, Optimizer
 
 LAST, BEST = "last.npz", "best.npz"
 
@@ -138,8 +138,9 @@ def _fingerprint(x, t):
     return zlib.crc32(np.ascontiguousarray(x[::step]).tobytes(), crc)
 
 
-def fit(model, x, y, epochs=1, batch_size=50, lr=1.0, seed=0, progress=True,
-        validation_data=None, callbacks=None, checkpoint_dir=None, resume=False):
+def fit(model, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
+        validation_data=None, callbacks=None, checkpoint_dir=None, resume=False,
+        optimizer=None, schedule=None):
     """See Sequential.fit."""
     x = check_images(x, model.input_shape, model.dtype, copy_dtype=False)
     n = x.shape[0]
@@ -148,7 +149,17 @@ def fit(model, x, y, epochs=1, batch_size=50, lr=1.0, seed=0, progress=True,
     batch_size = check_int(batch_size, "batch_size")
     if batch_size > n:
         raise ValueError(f"batch_size {batch_size} is larger than the {n} training images")
-    lr = check_positive_float(lr, "lr")
+    if optimizer is None:
+        optimizer = SGD(model, lr=1.0 if lr is None else check_positive_float(lr, "lr"))
+    else:
+        if lr is not None:
+            raise ValueError("give the learning rate to the optimizer, not to fit")
+        if not isinstance(optimizer, Optimizer) or optimizer.model is not model:
+            raise ValueError("optimizer must be a fastcnn optimizer made for this model")
+    if schedule is not None and not callable(getattr(schedule, "config", None)):
+        raise TypeError(f"schedule must be a fastcnn.optim schedule (StepLR, CosineLR), "
+                        f"got {schedule!r}")
+    initial_lr = optimizer.lr
     seed = check_int(seed, "seed", minimum=0)
     callbacks = list(callbacks or [])
     for cb in callbacks:
@@ -161,15 +172,18 @@ def fit(model, x, y, epochs=1, batch_size=50, lr=1.0, seed=0, progress=True,
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs the checkpoint_dir to resume from")
 
-    arguments = {"batch_size": batch_size, "lr": lr, "seed": seed, "samples": n,
-                 "data": _fingerprint(x, t), "validation": validation_data is not None}
+    arguments = {"batch_size": batch_size, "optimizer": optimizer.config(),
+                 "schedule": None if schedule is None else schedule.config(), "seed": seed,
+                 "samples": n, "data": _fingerprint(x, t),
+                 "validation": validation_data is not None}
     rng = np.random.default_rng(seed)
     history = History()
     start_epoch, best = 0, None
     if checkpoint_dir is not None:
         os.makedirs(checkpoint_dir, exist_ok=True)
         if resume:
-            state = _restore(model, os.path.join(checkpoint_dir, LAST), arguments)
+            state, arrays = _restore(model, os.path.join(checkpoint_dir, LAST), arguments)
+            optimizer.load_state(state["optimizer"], arrays)
             rng.bit_generator.state = state["rng"]
             history = History._from_state(state["history"], state["batches"])
             start_epoch, best = state["epochs_done"], state["best"]
@@ -178,7 +192,6 @@ def fit(model, x, y, epochs=1, batch_size=50, lr=1.0, seed=0, progress=True,
             raise ValueError(f"parameter {name} contains NaN or infinity; re-initialise "
                              f"the model (reset_parameters) or load a good one")
 
-    optimizer = SGD(model, lr=lr)
     show = bool(progress) and sys.stderr.isatty()
     # the batch is gathered into the same two arrays every time
     x_batch = np.empty((batch_size,) + model.input_shape, model.dtype)
@@ -191,6 +204,8 @@ def fit(model, x, y, epochs=1, batch_size=50, lr=1.0, seed=0, progress=True,
             for epoch in range(start_epoch + 1, epochs + 1):
                 if model.stop_training:
                     break
+                if schedule is not None:
+                    optimizer.lr = schedule(epoch, initial_lr)
                 for cb in callbacks:
                     cb.on_epoch_begin(epoch, model)
                 order = rng.permutation(n)
@@ -210,7 +225,7 @@ def fit(model, x, y, epochs=1, batch_size=50, lr=1.0, seed=0, progress=True,
                             raise FloatingPointError(
                                 f"training diverged in epoch {epoch}, batch {batch}: the loss "
                                 f"is {loss}. The parameters are those before that batch; try a "
-                                f"smaller learning rate (lr={lr})")
+                                f"smaller learning rate (lr={optimizer.lr})")
                         optimizer.step()
                         history._record(loss)
                         for cb in callbacks:
@@ -237,12 +252,13 @@ def fit(model, x, y, epochs=1, batch_size=50, lr=1.0, seed=0, progress=True,
                     improved = best is None or score < best["score"]
                     if improved:
                         best = {"score": score, "epoch": epoch}
+                    opt_state, opt_arrays = optimizer.state()
                     state = {"epochs_done": epoch, "rng": rng.bit_generator.state,
                              "history": history._state(), "batches": history._batches,
-                             "best": best, "arguments": arguments}
-                    io.save(model, os.path.join(checkpoint_dir, LAST), training_state=state)
-                    if improved:
-                        io.save(model, os.path.join(checkpoint_dir, BEST), training_state=state)
+                             "best": best, "arguments": arguments, "optimizer": opt_state}
+                    for name in (LAST, BEST) if improved else (LAST,):
+                        io.save(model, os.path.join(checkpoint_dir, name), training_state=state,
+                                training_arrays=opt_arrays)
                 for cb in callbacks:
                     cb.on_epoch_end(epoch, logs, model)
     finally:
@@ -256,7 +272,7 @@ def _restore(model, path, arguments):
     it was made by the same kind of fit on the same data."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"nothing to resume: {path} does not exist")
-    saved, state = io.load(path, with_training_state=True)
+    saved, state, arrays = io.load(path, with_training_state=True)
     if state is None:
         raise ValueError(f"{path} is a model file without training state; it cannot be resumed")
     if saved.get_config() != model.get_config():
@@ -265,9 +281,10 @@ def _restore(model, path, arguments):
     for key, value in arguments.items():
         if state["arguments"].get(key) != value:
             what = {"samples": "number of training images", "data": "training data",
-                    "validation": "use of validation data"}.get(key, key)
+                    "validation": "use of validation data", "optimizer": "optimizer or its settings",
+                    "schedule": "learning-rate schedule"}.get(key, key)
             raise ValueError(f"{path} was made with a different {what} "
                              f"({state['arguments'].get(key)!r}, now {value!r}); resume with "
                              f"the same data and arguments, or start a new checkpoint_dir")
     model._flat_params[...] = saved._flat_params
-    return state
+    return state, arrays

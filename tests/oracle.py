@@ -164,3 +164,111 @@ def seed_cnn_backprop(params, x, labels, classes=10):
     g["C1.weight"] = conv_weight_grad(x, d1, (5, 5))           # eq. (58)-(59)
     g["C1.bias"] = conv_bias_grad(d1)                          # eq. (64)
     return L, g
+
+
+# ---------------------------------------------------------------------------
+# Beyond the paper: activations, padding and stride, max pooling, softmax,
+# cross-entropy. Definitions, not derivations: the gradients below follow
+# from the chain rule on the forward sums, term by term.
+
+ACTIVATIONS = {
+    None: (lambda z: z, lambda y: np.ones_like(y)),
+    "sigmoid": (sigmoid, lambda y: y * (1 - y)),
+    "relu": (lambda z: np.maximum(z, 0), lambda y: (y > 0).astype(float)),
+    "tanh": (np.tanh, lambda y: 1 - y**2),
+    "tanh_opt": (lambda z: 1.7159 * np.tanh(2 / 3 * z),
+                 lambda y: 2 / 3 * 1.7159 * (1 - (y / 1.7159) ** 2)),
+}
+
+
+def pad(a, pads):
+    """Zeros around each map: pads = (top, bottom, left, right)."""
+    t, b, l_, r = pads
+    return np.pad(np.asarray(a, np.float64), ((0, 0), (0, 0), (t, b), (l_, r)))
+
+
+def conv_general(a, k, b, stride=1, pads=(0, 0, 0, 0), activation=None):
+    """z_q(i, j) = sum_p sum_{u,v} a_pad_p(s i + KH-1-u, s j + KW-1-v) k_pq(u, v) + b_q,
+    then the activation: eq. (5) with padding and stride."""
+    ap, k = pad(a, pads), np.asarray(k, np.float64)
+    N, P, H, W = ap.shape
+    Q, _, KH, KW = k.shape
+    OH, OW = (H - KH) // stride + 1, (W - KW) // stride + 1
+    z = np.zeros((N, Q, OH, OW))
+    for q in range(Q):
+        for p in range(P):
+            for u in range(KH):
+                for v in range(KW):
+                    r, c = KH - 1 - u, KW - 1 - v
+                    z[:, q] += ap[:, p, r : r + stride * (OH - 1) + 1 : stride,
+                                  c : c + stride * (OW - 1) + 1 : stride] * k[q, p, u, v]
+        z[:, q] += b[q]
+    return ACTIVATIONS[activation][0](z)
+
+
+def conv_general_grads(a, k, y, grad, stride=1, pads=(0, 0, 0, 0), activation=None):
+    """(dk, db, da) of conv_general, by the chain rule on its sum."""
+    ap, k = pad(a, pads), np.asarray(k, np.float64)
+    delta = np.asarray(grad, np.float64) * ACTIVATIONS[activation][1](np.asarray(y, np.float64))
+    N, P, H, W = ap.shape
+    Q, _, KH, KW = k.shape
+    OH, OW = delta.shape[2:]
+    dk, dap = np.zeros_like(k), np.zeros_like(ap)
+    for q in range(Q):
+        for p in range(P):
+            for u in range(KH):
+                for v in range(KW):
+                    r, c = KH - 1 - u, KW - 1 - v
+                    rows = slice(r, r + stride * (OH - 1) + 1, stride)
+                    cols = slice(c, c + stride * (OW - 1) + 1, stride)
+                    dk[q, p, u, v] = np.sum(ap[:, p, rows, cols] * delta[:, q])
+                    dap[:, p, rows, cols] += delta[:, q] * k[q, p, u, v]
+    t, b, l_, r = pads
+    da = dap[:, :, t : H - b, l_ : W - r]
+    return dk, delta.sum(axis=(0, 2, 3)), da
+
+
+def max_pool(c, size, stride):
+    """S(i, j) = max of the window at (stride i, stride j); also the argmax
+    (first in scan order), for the backward pass."""
+    c = np.asarray(c, np.float64)
+    N, P, H, W = c.shape
+    OH, OW = (H - size) // stride + 1, (W - size) // stride + 1
+    out = np.zeros((N, P, OH, OW))
+    arg = np.zeros((N, P, OH, OW, 2), int)
+    for n in range(N):
+        for p in range(P):
+            for i in range(OH):
+                for j in range(OW):
+                    window = c[n, p, stride * i : stride * i + size, stride * j : stride * j + size]
+                    u, v = np.unravel_index(np.argmax(window), window.shape)
+                    out[n, p, i, j] = window[u, v]
+                    arg[n, p, i, j] = (stride * i + u, stride * j + v)
+    return out, arg
+
+
+def max_unpool(g, arg, hw):
+    """Each window's gradient to its maximum, added where windows overlap."""
+    N, P, OH, OW = g.shape
+    dx = np.zeros((N, P) + tuple(hw))
+    for n in range(N):
+        for p in range(P):
+            for i in range(OH):
+                for j in range(OW):
+                    dx[n, p, arg[n, p, i, j, 0], arg[n, p, i, j, 1]] += g[n, p, i, j]
+    return dx
+
+
+def softmax(z):
+    z = np.asarray(z, np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def cross_entropy(z, t):
+    """(L, dL/dz): L = 1/N sum_n -sum_k t_nk log softmax(z_n)_k."""
+    z, t = np.asarray(z, np.float64), np.asarray(t, np.float64)
+    logp = z - z.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    n = z.shape[0]
+    return -np.sum(t * logp) / n, (softmax(z) * t.sum(axis=1, keepdims=True) - t) / n

@@ -241,7 +241,7 @@ def test_ctrl_c_in_the_command_then_resume(tmp_path):
     assert proc.returncode == 130, out + err
     assert "interrupted" in err and "--resume" in err and "Traceback" not in err
     assert sorted(os.listdir(ck)) == ["best.npz", "last.npz"]
-    _, state = fastcnn.io.load(ck / "last.npz", with_training_state=True)
+    _, state, _ = fastcnn.io.load(ck / "last.npz", with_training_state=True)
     done = state["epochs_done"]
     assert 1 <= done < 40
     # resume to two epochs past the interruption, compare with a straight run

@@ -127,7 +127,7 @@ def test_checkpoints_last_and_best(data, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["best.npz", "last.npz"]
     last = fastcnn.load(tmp_path / "last.npz")
     assert_same(snapshot(last), snapshot(model))
-    best, state = fastcnn.io.load(tmp_path / "best.npz", with_training_state=True)
+    best, state, _ = fastcnn.io.load(tmp_path / "best.npz", with_training_state=True)
     assert state["epochs_done"] == int(np.argmin(h.val_error)) + 1
     assert best.evaluate(xv, yv) == min(h.val_error)
 
@@ -153,7 +153,7 @@ def test_resume_refuses_other_runs(data, tmp_path):
     x, y, xv, yv = data
     fastcnn.seed_cnn().fit(x, y, epochs=1, batch_size=20, progress=False, checkpoint_dir=tmp_path)
     args = dict(epochs=2, batch_size=20, progress=False, checkpoint_dir=tmp_path, resume=True)
-    for change, match in [(dict(batch_size=10), "batch_size"), (dict(lr=0.5), "lr"),
+    for change, match in [(dict(batch_size=10), "batch_size"), (dict(lr=0.5), "optimizer"),
                           (dict(seed=1), "seed")]:
         with pytest.raises(ValueError, match=match):
             fastcnn.seed_cnn().fit(x, y, **{**args, **change})
@@ -201,7 +201,7 @@ def test_ctrl_c_stops_cleanly_and_resumes_bit_for_bit(data, tmp_path):
     # the model holds the parameters after the batch that was running
     assert_same(snapshot(model), ctrl_c.seen)
     # the checkpoint, those after epoch 2, and nothing half-written beside it
-    _, state = fastcnn.io.load(tmp_path / "last.npz", with_training_state=True)
+    _, state, _ = fastcnn.io.load(tmp_path / "last.npz", with_training_state=True)
     assert state["epochs_done"] == 2
     assert sorted(os.listdir(tmp_path)) == ["best.npz", "last.npz"]
     resumed = fastcnn.seed_cnn(seed=0)
