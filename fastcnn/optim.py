@@ -1,40 +1,248 @@
-"""Stochastic gradient descent, section 3, eq. (65)-(70): p <- p - alpha * dp."""
+"""Optimisers and learning-rate schedules.
+
+SGD is section 3 of the paper, eq. (65)-(70): p <- p - alpha * dp, with the
+usual additions (momentum, Nesterov, weight decay). Adam is Kingma and Ba's.
+Both update, in place, the parameters of a model from its gradients (as
+`backprop` leaves them), following PyTorch's torch.optim update rules, so
+the same settings train the same way in both.
+
+A schedule sets the learning rate at the start of each epoch of fit, from
+the optimiser's initial rate: StepLR, CosineLR.
+"""
+
+import math
 
 import numpy as np
 
-from fastcnn._validate import check_positive_float
+from fastcnn._validate import check_int, check_positive_float
 
 
-class SGD:
-    """Plain SGD on every parameter of `model`, in place.
+def _check_fraction(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return float(value)
+
+
+def _check_nonnegative(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return float(value)
+
+
+class Optimizer:
+    """Base class: holds the model and the learning rate `lr`.
+
+    Subclasses implement step(); config(), state() and load_state() let a
+    checkpoint of fit save and restore everything the optimiser remembers,
+    so that a resumed fit continues bit for bit.
+    """
+
+    def __init__(self, model, lr):
+        self.model = model
+        self.lr = check_positive_float(lr, "lr")
+        self._flat = getattr(model, "_flat_params", None)
+        self._scratch = None
+
+    def step(self):
+        """Update every parameter once from the current gradients."""
+        raise NotImplementedError
+
+    def config(self):
+        """The hyperparameters, as JSON-compatible values."""
+        return {"type": type(self).__name__, "lr": self.lr}
+
+    def state(self):
+        """(JSON-compatible state, {name: array}): what the optimiser remembers."""
+        return {}, {}
+
+    def load_state(self, state, arrays):
+        """Restore what state() returned."""
+
+    def _flat_arrays(self):
+        if self._flat is None:
+            raise TypeError(f"{type(self).__name__} needs a fastcnn Sequential model")
+        if self._scratch is None:
+            self._scratch = np.empty_like(self._flat)
+        return self._flat, self.model._flat_grads, self._scratch
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "type")
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, eq. (65)-(70): p <- p - lr * g.
+
+    With weight decay, g = dp + weight_decay * p; with momentum, a velocity
+    v <- momentum * v + g (v = g at the first step) replaces g, or, with
+    nesterov=True, g + momentum * v does (PyTorch's rules).
 
     Parameters
     ----------
     model : Sequential
-        Its `params` are updated with its `grads` (as filled by `backprop`).
     lr : float
         The learning rate alpha of section 3 (1.0 in the DeepLearnToolbox demo).
+    momentum : float in [0, 1)
+    nesterov : bool
+    weight_decay : float >= 0
+        The L2 penalty's factor.
     """
 
-    def __init__(self, model, lr=1.0):
-        self.model = model
-        self.lr = check_positive_float(lr, "lr")
-        self._scratch = None
+    def __init__(self, model, lr=1.0, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(model, lr)
+        self.momentum = _check_fraction(momentum, "momentum")
+        self.weight_decay = _check_nonnegative(weight_decay, "weight_decay")
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
+        if nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs a momentum > 0")
+        self.nesterov = nesterov
+        self._velocity = None
 
     def step(self):
         """One update of every parameter: eq. (65)-(70)."""
-        flat = getattr(self.model, "_flat_params", None)
-        if flat is not None:
-            # a Sequential keeps all parameters in one array: one update, into
-            # a scratch array kept from step to step (nothing allocated)
-            if self._scratch is None or self._scratch.shape != flat.shape:
-                self._scratch = np.empty_like(flat)
-            np.multiply(self.model._flat_grads, self.lr, out=self._scratch)
-            flat -= self._scratch
+        if self._flat is None:  # any object with params and grads dictionaries
+            if self.momentum or self.weight_decay:
+                raise TypeError("momentum and weight decay need a fastcnn Sequential model")
+            for name, p in self.model.params.items():
+                p -= self.lr * self.model.grads[name]
             return
-        grads = self.model.grads
-        for name, p in self.model.params.items():
-            p -= self.lr * grads[name]
+        p, g, scratch = self._flat_arrays()
+        if not self.momentum and not self.weight_decay:
+            # the paper's update: one operation over all the model's parameters
+            np.multiply(g, self.lr, out=scratch)
+            p -= scratch
+            return
+        d = scratch
+        np.copyto(d, g)
+        if self.weight_decay:
+            d += self.weight_decay * p
+        if self.momentum:
+            if self._velocity is None:
+                self._velocity = d.copy()
+            else:
+                self._velocity *= self.momentum
+                self._velocity += d
+            if self.nesterov:
+                d += self.momentum * self._velocity
+            else:
+                np.copyto(d, self._velocity)
+        d *= self.lr
+        p -= d
 
-    def __repr__(self):
-        return f"SGD(lr={self.lr})"
+    def config(self):
+        return dict(super().config(), momentum=self.momentum, nesterov=self.nesterov,
+                    weight_decay=self.weight_decay)
+
+    def state(self):
+        return {}, ({} if self._velocity is None else {"velocity": self._velocity.copy()})
+
+    def load_state(self, state, arrays):
+        self._velocity = arrays["velocity"].copy() if "velocity" in arrays else None
+
+
+class Adam(Optimizer):
+    """Adam (Kingma and Ba, 2015), with PyTorch's update rule:
+
+        m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2
+        p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+    weight_decay adds weight_decay * p to g (an L2 penalty, as torch.optim.Adam),
+    or with decoupled=True multiplies p by 1 - lr * weight_decay first
+    (as torch.optim.AdamW).
+    """
+
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 decoupled=False):
+        super().__init__(model, lr)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
+        self.betas = (_check_fraction(betas[0], "betas[0]"), _check_fraction(betas[1], "betas[1]"))
+        self.eps = check_positive_float(eps, "eps")
+        self.weight_decay = _check_nonnegative(weight_decay, "weight_decay")
+        if not isinstance(decoupled, bool):
+            raise TypeError(f"decoupled must be True or False, got {decoupled!r}")
+        self.decoupled = decoupled
+        self.t = 0
+        self._m = self._v = None
+
+    def step(self):
+        """One Adam update of every parameter."""
+        p, g, scratch = self._flat_arrays()
+        b1, b2 = self.betas
+        if self._m is None:
+            self._m, self._v = np.zeros_like(p), np.zeros_like(p)
+        self.t += 1
+        d = scratch
+        np.copyto(d, g)
+        if self.weight_decay:
+            if self.decoupled:
+                p *= 1 - self.lr * self.weight_decay
+            else:
+                d += self.weight_decay * p
+        m, v = self._m, self._v
+        m *= b1
+        m += (1 - b1) * d
+        v *= b2
+        v += (1 - b2) * d * d
+        bias1, bias2 = 1 - b1**self.t, 1 - b2**self.t
+        np.sqrt(v, out=d)
+        d /= math.sqrt(bias2)
+        d += self.eps
+        np.divide(m, d, out=d)
+        d *= self.lr / bias1
+        p -= d
+
+    def config(self):
+        return dict(super().config(), betas=list(self.betas), eps=self.eps,
+                    weight_decay=self.weight_decay, decoupled=self.decoupled)
+
+    def state(self):
+        if self._m is None:
+            return {"t": self.t}, {}
+        return {"t": self.t}, {"m": self._m.copy(), "v": self._v.copy()}
+
+    def load_state(self, state, arrays):
+        self.t = int(state.get("t", 0))
+        self._m = arrays["m"].copy() if "m" in arrays else None
+        self._v = arrays["v"].copy() if "v" in arrays else None
+
+
+class StepLR:
+    """lr = initial lr * gamma ** ((epoch - 1) // step_size): divide by 1/gamma
+    every step_size epochs (torch.optim.lr_scheduler.StepLR)."""
+
+    def __init__(self, step_size, gamma=0.1):
+        self.step_size = check_int(step_size, "step_size")
+        self.gamma = check_positive_float(gamma, "gamma")
+
+    def __call__(self, epoch, initial_lr):
+        """The learning rate of epoch `epoch` (counting from 1)."""
+        return initial_lr * self.gamma ** ((epoch - 1) // self.step_size)
+
+    def config(self):
+        """The schedule's settings, as JSON-compatible values."""
+        return {"type": "StepLR", "step_size": self.step_size, "gamma": self.gamma}
+
+
+class CosineLR:
+    """lr = min_lr + (initial lr - min_lr) (1 + cos(pi (epoch - 1) / epochs)) / 2:
+    from the initial rate down to min_lr over `epochs` epochs along a half
+    cosine (torch.optim.lr_scheduler.CosineAnnealingLR with T_max = epochs)."""
+
+    def __init__(self, epochs, min_lr=0.0):
+        self.epochs = check_int(epochs, "epochs")
+        self.min_lr = _check_nonnegative(min_lr, "min_lr")
+
+    def __call__(self, epoch, initial_lr):
+        """The learning rate of epoch `epoch` (counting from 1)."""
+        return self.min_lr + (initial_lr - self.min_lr) * (
+            1 + math.cos(math.pi * (epoch - 1) / self.epochs)) / 2
+
+    def config(self):
+        """The schedule's settings, as JSON-compatible values."""
+        return {"type": "CosineLR", "epochs": self.epochs, "min_lr": self.min_lr}
