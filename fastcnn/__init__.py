@@ -17,9 +17,20 @@ from fastcnn._simd import available_simd_paths, set_simd_path, simd_path
 from fastcnn._threads import get_num_threads, set_num_threads
 from fastcnn._version import __version__
 from fastcnn.io import load
-from fastcnn.layers import Conv2D, Dense, Flatten, Layer, MeanPool2D, Sigmoid
+from fastcnn.layers import (
+    Conv2D,
+    Dense,
+    Flatten,
+    Layer,
+    MaxPool2D,
+    MeanPool2D,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 from fastcnn.model import Sequential, seed_cnn
-from fastcnn.optim import SGD
+from fastcnn.optim import SGD, Adam, CosineLR, StepLR
 from fastcnn.training import History
 
 
@@ -38,10 +49,17 @@ __all__ = [
     "Flatten",
     "History",
     "Layer",
+    "MaxPool2D",
     "MeanPool2D",
+    "ReLU",
+    "Adam",
+    "CosineLR",
     "SGD",
+    "StepLR",
     "Sequential",
     "Sigmoid",
+    "Softmax",
+    "Tanh",
     "__version__",
     "available_simd_paths",
     "build_info",

@@ -7,20 +7,32 @@ The one difference to mind: fastcnn's convolution is the true convolution of
 the paper, eq. (5), and PyTorch's Conv2d a correlation, so a kernel moves
 rotated by 180 degrees. Layers map one to one:
 
-    Conv2D(activation="sigmoid")   Conv2d + Sigmoid
-    MeanPool2D(s)                  AvgPool2d(s)          (stride s, no padding)
-    Sigmoid                        Sigmoid
-    Flatten                        Flatten
-    Dense(activation="sigmoid")    Linear + Sigmoid
+    Conv2D(activation=f, stride, padding)   Conv2d(stride, padding) + f
+    MeanPool2D(s)                           AvgPool2d(s)   (stride s, no padding)
+    MaxPool2D(size, stride)                 MaxPool2d(size, stride)
+    Sigmoid, ReLU, Tanh, Softmax            Sigmoid, ReLU, Tanh, Softmax(dim=1)
+    Flatten                                 Flatten
+    Dense(activation=f)                     Linear + f
 
-from_torch accepts exactly these (Conv2d with stride 1, no padding, no
-dilation, no groups; a Sigmoid right after a Conv2d or Linear is fused into
-it) and names anything else it cannot translate.
+with f a sigmoid, ReLU or tanh. DeepLearnToolbox's tanh_opt has no PyTorch
+module and is refused. from_torch accepts exactly these (Conv2d without
+dilation or groups, with a bias; an activation right after a Conv2d or
+Linear is fused into it) and names anything else it cannot translate.
 """
 
 import numpy as np
 
-from fastcnn.layers import Conv2D, Dense, Flatten, MeanPool2D, Sigmoid
+from fastcnn.layers import (
+    Conv2D,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    MeanPool2D,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 from fastcnn.model import Sequential
 
 
@@ -32,6 +44,12 @@ def _torch():
     return torch
 
 
+def _activation_module(nn, name):
+    if name == "tanh_opt":
+        raise ValueError("PyTorch has no module for tanh_opt (1.7159 tanh(2x/3))")
+    return {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}[name]()
+
+
 def to_torch(model):
     """A torch.nn.Sequential with model's layers and parameters (copied), in
     model's dtype, that computes the same outputs for the same NCHW input."""
@@ -41,19 +59,29 @@ def to_torch(model):
     modules = []
     for layer in model.layers:
         if isinstance(layer, Conv2D):
-            conv = nn.Conv2d(layer.in_maps, layer.out_maps, layer.kernel_size, dtype=dtype)
+            top, bottom, left, right = layer._pads
+            if top != bottom or left != right:
+                padding = "same"  # fastcnn's uneven "same" is PyTorch's
+            else:
+                padding = (top, left)
+            conv = nn.Conv2d(layer.in_maps, layer.out_maps, layer.kernel_size, stride=layer.stride,
+                             padding=padding, dtype=dtype)
             with torch.no_grad():
                 # true convolution -> correlation: rotate the kernels by 180 degrees
                 conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(
                     layer.params["weight"][:, :, ::-1, ::-1])))
                 conv.bias.copy_(torch.from_numpy(layer.params["bias"].copy()))
             modules.append(conv)
-            if layer.activation == "sigmoid":
-                modules.append(nn.Sigmoid())
+            if layer.activation:
+                modules.append(_activation_module(nn, layer.activation))
         elif isinstance(layer, MeanPool2D):
             modules.append(nn.AvgPool2d(layer.scale))
-        elif isinstance(layer, Sigmoid):
-            modules.append(nn.Sigmoid())
+        elif isinstance(layer, MaxPool2D):
+            modules.append(nn.MaxPool2d(layer.size, layer.stride))
+        elif isinstance(layer, (Sigmoid, ReLU, Tanh)):
+            modules.append(_activation_module(nn, layer.function))
+        elif isinstance(layer, Softmax):
+            modules.append(nn.Softmax(dim=1))
         elif isinstance(layer, Flatten):
             modules.append(nn.Flatten())
         elif isinstance(layer, Dense):
@@ -62,8 +90,8 @@ def to_torch(model):
                 linear.weight.copy_(torch.from_numpy(layer.params["weight"].copy()))
                 linear.bias.copy_(torch.from_numpy(layer.params["bias"].copy()))
             modules.append(linear)
-            if layer.activation == "sigmoid":
-                modules.append(nn.Sigmoid())
+            if layer.activation:
+                modules.append(_activation_module(nn, layer.activation))
         else:  # pragma: no cover - every fastcnn layer is handled above
             raise ValueError(f"to_torch has no PyTorch equivalent for {layer!r}")
     return nn.Sequential(*modules)
@@ -89,24 +117,31 @@ def from_torch(module, input_shape, dtype=None, algorithm="auto"):
         params = list(module.parameters())
         dtype = "float64" if params and params[0].dtype == torch.float64 else "float32"
     layers, weights, i = [], [], 0
+    activations = {nn.Sigmoid: "sigmoid", nn.ReLU: "relu", nn.Tanh: "tanh"}
     while i < len(children):
         m = children[i]
-        fused = i + 1 < len(children) and isinstance(children[i + 1], nn.Sigmoid)
-        activation = "sigmoid" if fused else None
+        following = type(children[i + 1]) if i + 1 < len(children) else None
+        fused = following in activations
+        activation = activations.get(following)
         if isinstance(m, nn.Conv2d):
-            problems = [f"{name}={getattr(m, name)}" for name, ok in (
-                ("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1)))
-                if tuple(getattr(m, name)) != ok]
+            problems = [f"{name}={getattr(m, name)}" for name, ok in (("dilation", (1, 1)),)
+                        if tuple(getattr(m, name)) != ok]
             if m.groups != 1:
                 problems.append(f"groups={m.groups}")
             if m.bias is None:
                 problems.append("bias=False")
+            if m.padding_mode != "zeros":
+                problems.append(f"padding_mode={m.padding_mode!r}")
+            if len(set(m.stride)) != 1:
+                problems.append(f"stride={m.stride}")
             if problems:
-                raise ValueError(f"layer {i} ({m}): fastcnn's Conv2D has stride 1, no padding, "
-                                 f"no dilation, no groups and a bias; this one has "
+                raise ValueError(f"layer {i} ({m}): fastcnn's Conv2D has no dilation or groups, "
+                                 f"zero padding, one stride and a bias; this one has "
                                  f"{', '.join(problems)}")
+            padding = m.padding if isinstance(m.padding, str) else tuple(m.padding)
             layers.append(Conv2D(m.in_channels, m.out_channels, tuple(m.kernel_size),
-                                 activation=activation, algorithm=algorithm))
+                                 activation=activation, algorithm=algorithm, stride=m.stride[0],
+                                 padding=padding))
             # correlation -> true convolution: rotate back
             weights.append({"weight": m.weight.detach().cpu().numpy()[:, :, ::-1, ::-1],
                             "bias": m.bias.detach().cpu().numpy()})
@@ -125,8 +160,24 @@ def from_torch(module, input_shape, dtype=None, algorithm="auto"):
             layers.append(MeanPool2D(k[0]))
             weights.append({})
             fused = False
-        elif isinstance(m, nn.Sigmoid):
-            layers.append(Sigmoid())
+        elif isinstance(m, nn.MaxPool2d):
+            k = _pair(m.kernel_size)
+            st = _pair(m.stride if m.stride is not None else m.kernel_size)
+            if k[0] != k[1] or st[0] != st[1] or _pair(m.padding) != (0, 0) or m.ceil_mode \
+                    or _pair(m.dilation) != (1, 1):
+                raise ValueError(f"layer {i} ({m}): fastcnn's MaxPool2D pools square windows with "
+                                 f"one stride, no padding, no dilation, no ceil_mode")
+            layers.append(MaxPool2D(k[0], st[0]))
+            weights.append({})
+            fused = False
+        elif type(m) in activations:
+            layers.append({"sigmoid": Sigmoid, "relu": ReLU, "tanh": Tanh}[activations[type(m)]]())
+            weights.append({})
+            fused = False
+        elif isinstance(m, nn.Softmax):
+            if m.dim not in (1, -1):
+                raise ValueError(f"layer {i} ({m}): only a softmax over the features (dim=1)")
+            layers.append(Softmax())
             weights.append({})
             fused = False
         elif isinstance(m, nn.Flatten):
@@ -137,7 +188,8 @@ def from_torch(module, input_shape, dtype=None, algorithm="auto"):
             fused = False
         else:
             raise ValueError(f"layer {i} ({type(m).__name__}) has no fastcnn equivalent; "
-                             f"fastcnn has Conv2d, AvgPool2d, Sigmoid, Flatten and Linear")
+                             f"fastcnn has Conv2d, AvgPool2d, MaxPool2d, Sigmoid, ReLU, Tanh, "
+                             f"Softmax, Flatten and Linear")
         i += 2 if fused else 1
     model = Sequential(layers, input_shape=input_shape, dtype=dtype)
     for layer, values in zip(layers, weights):

@@ -50,12 +50,14 @@ def test_from_torch_round_trip_and_other_networks(rng):
 
 
 @pytest.mark.parametrize("module, match", [
-    ("nn.Conv2d(1, 2, 3, padding=1)", "padding"),
-    ("nn.Conv2d(1, 2, 3, stride=2)", "stride"),
+    ("nn.Conv2d(1, 2, 3, dilation=2)", "dilation"),
     ("nn.Conv2d(2, 2, 3, groups=2)", "groups"),
     ("nn.Conv2d(1, 2, 3, bias=False)", "bias"),
-    ("nn.MaxPool2d(2)", "MaxPool2d.* no fastcnn equivalent"),
-    ("nn.ReLU()", "ReLU"),
+    ("nn.Conv2d(1, 2, 3, padding=1, padding_mode='reflect')", "padding_mode"),
+    ("nn.Conv2d(1, 2, 3, stride=(1, 2))", "stride"),
+    ("nn.MaxPool2d(2, padding=1)", "no padding"),
+    ("nn.LeakyReLU()", "LeakyReLU.* no fastcnn equivalent"),
+    ("nn.BatchNorm2d(1)", "BatchNorm2d"),
     ("nn.AvgPool2d(2, stride=1)", "stride equal"),
 ])
 def test_from_torch_names_what_it_cannot_translate(module, match):
