@@ -74,9 +74,54 @@ static void FN(mean_upsample)(const REAL *g, int C, int H, int W, int s, REAL *d
  * window's gradient to that pixel alone, adding where windows overlap (in
  * output order, so always the same sums).
  * ---------------------------------------------------------------------- */
+/* The 2x2, stride-2 case (LeNet-5 and most small nets) on maps of even width,
+ * written as selects over long contiguous runs so that the compiler
+ * vectorises it: first each column pair of rows (2i, 2i+1) -> v, with the
+ * winner's flat index; then each pair of neighbours in v. The second step
+ * breaks ties (equal, or both NaN) by the smaller flat index, so the pixel
+ * chosen is the scan's above. Rows go in blocks whose v fits on the stack. */
+#define FC_TAKES(later, earlier) (!((later) <= (earlier)) & ((earlier) == (earlier)))
+#define FC_POOL_SCRATCH 2048
+
+static void FN(max_pool_2x2)(const REAL *x, int C, int H, int W, REAL *out, int32_t *arg)
+{
+    const int OH = H / 2, OW = W / 2, rows = FC_POOL_SCRATCH / W;
+    REAL v[FC_POOL_SCRATCH];
+    int32_t vk[FC_POOL_SCRATCH];
+    for (int c = 0; c < C; c++)
+        for (int i0 = 0; i0 < OH; i0 += rows) {
+            const int R = OH - i0 < rows ? OH - i0 : rows;
+            for (int i = 0; i < R; i++) {
+                const REAL *up = x + ((ptrdiff_t)c * H + 2 * (i0 + i)) * W, *down = up + W;
+                const int32_t at = 2 * (i0 + i) * W;
+                REAL *vr = v + i * W;
+                int32_t *kr = vk + i * W;
+                for (int j = 0; j < W; j++) {
+                    const int t = FC_TAKES(down[j], up[j]);
+                    vr[j] = t ? down[j] : up[j];
+                    kr[j] = at + j + (t ? W : 0);
+                }
+            }
+            REAL *o = out + ((ptrdiff_t)c * OH + i0) * OW;
+            int32_t *a = arg + ((ptrdiff_t)c * OH + i0) * OW;
+            for (int q = 0; q < R * OW; q++) {
+                const REAL l = v[2 * q], r = v[2 * q + 1];
+                const int32_t kl = vk[2 * q], kr = vk[2 * q + 1];
+                const int tie = (r == l) | ((r != r) & (l != l));
+                const int t = FC_TAKES(r, l) | (tie & (kr < kl));
+                o[q] = t ? r : l;
+                a[q] = t ? kr : kl;
+            }
+        }
+}
+
 static void FN(max_pool)(const REAL *x, int C, int H, int W, int s, int step, REAL *out,
                          int32_t *arg)
 {
+    if (s == 2 && step == 2 && W % 2 == 0 && W <= FC_POOL_SCRATCH) {
+        FN(max_pool_2x2)(x, C, H, W, out, arg);
+        return;
+    }
     const int OH = (H - s) / step + 1, OW = (W - s) / step + 1;
     for (int c = 0; c < C; c++) {
         const REAL *xc = x + (ptrdiff_t)c * H * W;

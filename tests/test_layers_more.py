@@ -99,6 +99,22 @@ def test_max_pool_ties_go_to_the_first_and_nan_wins():
     np.testing.assert_array_equal(dx, [[[[2.0, 0, 0, 3.0], [0, 0, 0, 0]]]])
 
 
+@pytest.mark.parametrize("hw", [(28, 28), (9, 10), (80, 64), (6, 7), (4, 4100)])
+def test_max_pool_2x2_fast_path_picks_the_scans_pixel(hw, dtype, rng, simd):
+    """The vectorised 2x2 kernel (even widths; rows in blocks, so (80, 64)
+    spans two) against the scan of the oracle, on pixels full of ties and
+    NaNs, on the portable and the AVX2 kernels."""
+    x = rng.integers(0, 3, (3, 2) + hw).astype(dtype)
+    x[rng.random(x.shape) < 0.05] = np.nan
+    layer = fastcnn.MaxPool2D(2)
+    layer.build((2,) + hw, dtype)
+    y = layer.forward(x)
+    want, arg = oracle.max_pool(x, 2, 2)
+    np.testing.assert_array_equal(y, want.astype(dtype))
+    g = rng.standard_normal(y.shape).astype(dtype)
+    np.testing.assert_array_equal(layer.backward(g), oracle.max_unpool(g, arg, hw).astype(dtype))
+
+
 @pytest.mark.parametrize("cls, name", [(fastcnn.Sigmoid, "sigmoid"), (fastcnn.ReLU, "relu"),
                                        (fastcnn.Tanh, "tanh")])
 def test_activation_layers(cls, name, dtype, rng):
