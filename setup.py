@@ -13,7 +13,8 @@ sys.path.insert(0, os.path.join(HERE, "tools"))
 import build_helpers  # noqa: E402
 
 # One extension per kernel family; the C they include lives in src_c/.
-KERNEL_MODULES = ["_openmp", "_conv", "_pool", "_activation", "_dense", "_loss", "_im2col"]
+KERNEL_MODULES = ["_openmp", "_conv", "_pool", "_activation", "_dense", "_loss", "_im2col",
+                  "_optim"]
 
 
 class BuildExt(build_ext):

@@ -12,9 +12,9 @@ the oracle's tolerance and the same for every thread count.
 import os
 import warnings
 
-from fastcnn import _activation, _conv, _dense, _loss, _pool
+from fastcnn import _activation, _conv, _dense, _loss, _optim, _pool
 
-_MODULES = (_conv, _pool, _activation, _dense, _loss)
+_MODULES = (_conv, _pool, _activation, _dense, _loss, _optim)
 _path = _conv.ISA
 
 

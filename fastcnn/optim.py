@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from fastcnn import _optim
+from fastcnn._threads import get_num_threads
 from fastcnn._validate import check_int, check_positive_float
 
 
@@ -172,30 +174,13 @@ class Adam(Optimizer):
 
     def step(self):
         """One Adam update of every parameter."""
-        p, g, scratch = self._flat_arrays()
+        p, g, _ = self._flat_arrays()
         b1, b2 = self.betas
         if self._m is None:
             self._m, self._v = np.zeros_like(p), np.zeros_like(p)
         self.t += 1
-        d = scratch
-        np.copyto(d, g)
-        if self.weight_decay:
-            if self.decoupled:
-                p *= 1 - self.lr * self.weight_decay
-            else:
-                d += self.weight_decay * p
-        m, v = self._m, self._v
-        m *= b1
-        m += (1 - b1) * d
-        v *= b2
-        v += (1 - b2) * d * d
-        bias1, bias2 = 1 - b1**self.t, 1 - b2**self.t
-        np.sqrt(v, out=d)
-        d /= math.sqrt(bias2)
-        d += self.eps
-        np.divide(m, d, out=d)
-        d *= self.lr / bias1
-        p -= d
+        _optim.adam_step(p, g, self._m, self._v, self.lr, b1, b2, self.eps, self.t,
+                         self.weight_decay, self.decoupled, get_num_threads())
 
     def config(self):
         return dict(super().config(), betas=list(self.betas), eps=self.eps,
@@ -208,8 +193,15 @@ class Adam(Optimizer):
 
     def load_state(self, state, arrays):
         self.t = int(state.get("t", 0))
-        self._m = arrays["m"].copy() if "m" in arrays else None
-        self._v = arrays["v"].copy() if "v" in arrays else None
+        self._m = self._v = None
+        if "m" in arrays and "v" in arrays:
+            p = self._flat_arrays()[0]
+            for name in ("m", "v"):
+                if np.shape(arrays[name]) != p.shape:
+                    raise ValueError(f"Adam state {name!r} has shape {np.shape(arrays[name])}, "
+                                     f"the model has {p.shape[0]} parameters")
+            self._m = np.array(arrays["m"], dtype=p.dtype)
+            self._v = np.array(arrays["v"], dtype=p.dtype)
 
 
 class StepLR:

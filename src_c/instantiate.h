@@ -12,6 +12,7 @@
 #include "pool_impl.h"
 #include "dense_impl.h"
 #include "loss_impl.h"
+#include "optim_impl.h"
 #undef REAL
 #undef REAL_DOUBLE
 #undef FN
@@ -28,6 +29,7 @@
 #include "pool_impl.h"
 #include "dense_impl.h"
 #include "loss_impl.h"
+#include "optim_impl.h"
 #undef REAL
 #undef REAL_DOUBLE
 #undef FN
