@@ -120,69 +120,66 @@ class FastcnnImpl(Implementation):
 
     name = "fastcnn"
 
-    def __init__(self, model):
+    def __init__(self, model, optimizer="sgd"):
         self.model = model
-        self.sgd = fastcnn.SGD(model, lr=1.0)
+        self.opt = _OPTIMIZERS[optimizer](fastcnn, model)
 
     def step(self, x, t):
-        """One SGD step on a batch (t one-hot): backprop, then eq. (65)-(70)."""
+        """One step on a batch (t one-hot): backprop, then the optimizer's update."""
         loss = self.model._backprop(x, t)
-        self.sgd.step()
+        self.opt.step()
         return loss
 
     def epoch(self, x, y, batch_size=50, seed=0):
-        self.model.fit(x, y, epochs=1, batch_size=batch_size, lr=1.0, seed=seed, progress=False)
+        self.model.fit(x, y, epochs=1, batch_size=batch_size, seed=seed, progress=False,
+                       optimizer=self.opt)
 
     def predict(self, x):
         return self.model.predict(x)
 
 
 class TorchImpl(Implementation):
-    """seed_cnn in PyTorch, starting from the same parameters."""
+    """The same network in PyTorch (fastcnn.interop.to_torch: Conv2d with the
+    rotated kernels, the same activations and pooling, Linear), the same loss
+    and the same optimizer, starting from the same parameters."""
 
     name = "torch"
 
-    def __init__(self, model):
+    def __init__(self, model, optimizer="sgd"):
         import torch
 
+        from fastcnn.interop import to_torch
+
         self.torch = torch
-        nn = torch.nn
-        dtype = torch.float32 if model.dtype == np.float32 else torch.float64
-        self.dtype = dtype
-        net = nn.Sequential(
-            nn.Conv2d(1, 6, 5), nn.Sigmoid(), nn.AvgPool2d(2),
-            nn.Conv2d(6, 12, 5), nn.Sigmoid(), nn.AvgPool2d(2),
-            nn.Flatten(), nn.Linear(192, 10), nn.Sigmoid(),
-        ).to(dtype)
-        p = model.params
-        with torch.no_grad():
-            for layer, name in ((net[0], "C1"), (net[3], "C2")):
-                # a true convolution is PyTorch's correlation with the rotated kernel
-                layer.weight.copy_(torch.from_numpy(p[f"{name}.weight"][:, :, ::-1, ::-1].copy()))
-                layer.bias.copy_(torch.from_numpy(p[f"{name}.bias"].copy()))
-            net[7].weight.copy_(torch.from_numpy(p["FC.weight"].copy()))
-            net[7].bias.copy_(torch.from_numpy(p["FC.bias"].copy()))
-        self.net = net
-        self.opt = torch.optim.SGD(net.parameters(), lr=1.0)
+        self.dtype = torch.float32 if model.dtype == np.float32 else torch.float64
+        self.net = to_torch(model)
+        self.cross_entropy = model.loss == "cross_entropy"
+        self.classes = model.output_shape[0]
+        self.opt = _OPTIMIZERS[optimizer](torch, self.net.parameters())
+
+    def _loss(self, out, labels, onehot):
+        if self.cross_entropy:
+            return self.torch.nn.functional.cross_entropy(out, labels)
+        return 0.5 * ((out - onehot) ** 2).sum() / out.shape[0]  # eq. (13), batch mean
 
     def step(self, x, t):
         torch = self.torch
-        xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+        tt = torch.from_numpy(t)
         self.opt.zero_grad(set_to_none=True)
-        loss = 0.5 * ((self.net(xt) - tt) ** 2).sum() / x.shape[0]
+        loss = self._loss(self.net(torch.from_numpy(x)), tt.argmax(1), tt)
         loss.backward()
         self.opt.step()
         return loss.item()
 
     def epoch(self, x, y, batch_size=50, seed=0):
         torch = self.torch
-        xt = torch.from_numpy(x)
-        tt = torch.nn.functional.one_hot(torch.from_numpy(y), 10).to(self.dtype)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(np.asarray(y, dtype=np.int64))
+        tt = torch.nn.functional.one_hot(yt, self.classes).to(self.dtype)
         order = torch.from_numpy(np.random.default_rng(seed).permutation(len(x)))
         for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]
             self.opt.zero_grad(set_to_none=True)
-            loss = 0.5 * ((self.net(xt[idx]) - tt[idx]) ** 2).sum() / len(idx)
+            loss = self._loss(self.net(xt[idx]), yt[idx], tt[idx])
             loss.backward()
             self.opt.step()
 
@@ -193,6 +190,19 @@ class TorchImpl(Implementation):
             for start in range(0, len(x), batch_size):
                 out.append(self.net(torch.from_numpy(x[start : start + batch_size])).argmax(1))
         return torch.cat(out).numpy()
+
+
+def _sgd(lib, params):
+    # fastcnn.SGD(model, lr) and torch.optim.SGD(parameters, lr) alike
+    return (lib.SGD if lib is fastcnn else lib.optim.SGD)(params, lr=1.0)
+
+
+def _adam(lib, params):
+    return (lib.Adam if lib is fastcnn else lib.optim.Adam)(params, lr=1e-3)
+
+
+# the paper's SGD with alpha 1, and the Adam (lr 1e-3) that models.lenet5 trains with
+_OPTIMIZERS = {"sgd": _sgd, "adam": _adam}
 
 
 class NumpyImpl(Implementation):
@@ -296,19 +306,27 @@ def torch_available():
     return True
 
 
-def implementations(model, which=("fastcnn", "torch", "numpy")):
+def implementations(model, which=("fastcnn", "torch", "numpy"), optimizer="sgd"):
     """The implementations asked for that can run here, each starting from
-    model's parameters (and not changing model)."""
+    model's parameters (and not changing model). optimizer: "sgd" (alpha 1,
+    the paper's) or "adam" (lr 1e-3). The NumPy baseline is written for
+    seed_cnn with SGD only."""
+    if optimizer not in _OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}")
     out = []
     for name in which:
         if name == "fastcnn":
             twin = fastcnn.Sequential.from_config(model.get_config())
             for k in model.params:
                 twin.params[k][...] = model.params[k]
-            out.append(FastcnnImpl(twin))
+            out.append(FastcnnImpl(twin, optimizer))
         elif name == "torch" and torch_available():
-            out.append(TorchImpl(model))
+            out.append(TorchImpl(model, optimizer))
         elif name == "numpy":
+            shapes = {k: v.shape for k, v in model.params.items()}
+            seed_shapes = {k: v.shape for k, v in fastcnn.seed_cnn().params.items()}
+            if shapes != seed_shapes or model.loss != "mse" or optimizer != "sgd":
+                raise ValueError("the NumPy baseline implements seed_cnn with SGD only")
             out.append(NumpyImpl(model))
     return out
 

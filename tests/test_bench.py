@@ -47,6 +47,25 @@ def test_baselines_do_the_same_work(which):
                                   fastcnn.seed_cnn(seed=3, dtype="float64").params["C1.weight"])
 
 
+def test_lenet5_with_adam_does_the_same_work_in_torch():
+    """The LeNet-5 benchmark's PyTorch twin: the same losses step by step
+    (cross-entropy, Adam 1e-3), and the same predictions."""
+    need(bench.torch_available(), "PyTorch is not installed")
+    model = fastcnn.models.lenet5(seed=2, dtype="float64")
+    fc, other = bench.implementations(model, ("fastcnn", "torch"), optimizer="adam")
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x = rng.standard_normal((9, 1, 28, 28))
+        t = np.eye(10)[rng.integers(0, 10, 9)]
+        assert other.step(x, t) == pytest.approx(fc.step(x, t), rel=1e-9)
+    x = rng.standard_normal((30, 1, 28, 28))
+    np.testing.assert_array_equal(other.predict(x), fc.predict(x))
+    with pytest.raises(ValueError, match="seed_cnn with SGD only"):
+        bench.implementations(model, ("numpy",))
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        bench.implementations(model, ("fastcnn",), optimizer="rmsprop")
+
+
 def test_bench_command_prints_the_table():
     r = subprocess.run([sys.executable, "-m", "fastcnn", "bench", "--threads", "1",
                         "--impl", "fastcnn,numpy", "--epoch-images", "500", "--repeat", "1"],
