@@ -11,7 +11,7 @@ model and training loop around them are plain Python. Start with:
     model.fit(x, y, epochs=1, batch_size=50, lr=1.0)
 """
 
-from fastcnn import callbacks, datasets
+from fastcnn import callbacks, datasets, models, optim
 from fastcnn._openmp import openmp_enabled
 from fastcnn._simd import available_simd_paths, set_simd_path, simd_path
 from fastcnn._threads import get_num_threads, set_num_threads
@@ -67,7 +67,9 @@ __all__ = [
     "datasets",
     "get_num_threads",
     "load",
+    "models",
     "openmp_enabled",
+    "optim",
     "seed_cnn",
     "set_num_threads",
     "set_simd_path",

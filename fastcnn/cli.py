@@ -60,16 +60,23 @@ def build_parser():
         "train",
         help="train the paper's network (seed_cnn) and report its test error",
         description="Train seed_cnn as the DeepLearnToolbox demo does (SGD, alpha 1, "
-        "batch 50), then print the test error and the time per epoch.",
+        "batch 50), or LeNet-5 (ReLU, max pooling, softmax cross-entropy, Adam 1e-3), "
+        "then print the test error and the time per epoch.",
     )
+    train.add_argument("--model", default="seed_cnn", choices=["seed_cnn", "lenet5"],
+                       help="network (default: %(default)s)")
+    train.add_argument("--optimizer", default=None, choices=["sgd", "momentum", "adam"],
+                       help="sgd (the paper's), momentum (SGD with momentum 0.9) or adam "
+                            "(default: sgd for seed_cnn, adam for lenet5)")
     train.add_argument("--dataset", default="fashion-mnist", choices=["mnist", "fashion-mnist"],
                        help="dataset (default: %(default)s)")
     train.add_argument("--data-dir", default=None,
                        help="directory with the IDX files (default: search, then download)")
     train.add_argument("--epochs", type=_positive_int, default=1, help="default: %(default)s")
     train.add_argument("--batch-size", type=_positive_int, default=50, help="default: %(default)s")
-    train.add_argument("--lr", type=_positive_float, default=1.0,
-                       help="learning rate alpha (default: %(default)s)")
+    train.add_argument("--lr", type=_positive_float, default=None,
+                       help="learning rate alpha (default: 1 for sgd, 0.1 for momentum, "
+                            "0.001 for adam)")
     train.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                        help="default: %(default)s")
     train.add_argument("--threads", type=_positive_int, default=None,
@@ -163,12 +170,18 @@ def cmd_train(args):
         fastcnn.set_num_threads(args.threads)
     x, y = datasets.load(args.dataset, "train", data_dir=args.data_dir, dtype=args.dtype)
     x_test, y_test = datasets.load(args.dataset, "test", data_dir=args.data_dir, dtype=args.dtype)
-    model = fastcnn.seed_cnn(seed=args.seed, dtype=args.dtype, algorithm=args.algorithm)
+    build = {"seed_cnn": fastcnn.seed_cnn, "lenet5": fastcnn.models.lenet5}[args.model]
+    model = build(seed=args.seed, dtype=args.dtype, algorithm=args.algorithm)
+    name = args.optimizer or ("adam" if args.model == "lenet5" else "sgd")
+    lr = args.lr if args.lr is not None else {"sgd": 1.0, "momentum": 0.1, "adam": 1e-3}[name]
+    optimizer = {"sgd": lambda: fastcnn.SGD(model, lr=lr),
+                 "momentum": lambda: fastcnn.SGD(model, lr=lr, momentum=0.9),
+                 "adam": lambda: fastcnn.Adam(model, lr=lr)}[name]()
     algorithms = sorted({layer.algorithm_used for layer in model.layers
                          if isinstance(layer, fastcnn.Conv2D)})
-    print(f"fastcnn {fastcnn.__version__}: seed_cnn on {args.dataset} ({len(x)} training, "
+    print(f"fastcnn {fastcnn.__version__}: {args.model} on {args.dataset} ({len(x)} training, "
           f"{len(x_test)} test images), {args.dtype}, {fastcnn.get_num_threads()} thread(s), "
-          f"batch {args.batch_size}, lr {args.lr:g}, convolution: {', '.join(algorithms)}")
+          f"batch {args.batch_size}, {name} lr {lr:g}, convolution: {', '.join(algorithms)}")
     hooks = []
     if args.csv_log:
         hooks.append(callbacks.CSVLogger(args.csv_log))
@@ -176,8 +189,8 @@ def cmd_train(args):
         hooks.append(callbacks.EarlyStopping("val_error", patience=args.early_stopping))
     hooks.append(_PrintEpochs())
     try:
-        history = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            seed=args.seed, progress=not args.no_progress,
+        history = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size,
+                            optimizer=optimizer, seed=args.seed, progress=not args.no_progress,
                             validation_data=(x_test, y_test), callbacks=hooks,
                             checkpoint_dir=args.checkpoint_dir, resume=args.resume)
     except KeyboardInterrupt as e:

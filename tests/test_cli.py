@@ -74,6 +74,8 @@ def test_train_small_dataset_and_save(tmp_path):
     (["train", "--epochs", "0"], 2, "positive integer"),
     (["train", "--lr", "-1"], 2, "positive number"),
     (["train", "--dtype", "float16"], 2, "invalid choice"),
+    (["train", "--model", "vgg16"], 2, "invalid choice"),
+    (["train", "--optimizer", "rmsprop"], 2, "invalid choice"),
     (["bogus"], 2, "invalid choice"),
     (["train", "--data-dir", "/nonexistent/dir"], 1, "fastcnn: error: /nonexistent/dir does not hold"),
 ])
@@ -111,6 +113,23 @@ def test_train_with_another_algorithm(tmp_path, algorithm):
     assert r.returncode == 0, r.stderr
     assert f"convolution: {algorithm}" in r.stdout
     assert fastcnn.load(tmp_path / "m.npz").layers[0].algorithm == algorithm
+
+
+def test_train_lenet5_with_adam_and_momentum(tmp_path):
+    data = tmp_path / "data"
+    write_split(data, 60, "train")
+    write_split(data, 20, "test", rng=np.random.default_rng(1))
+    common = ["train", "--dataset", "mnist", "--data-dir", str(data), "--batch-size", "20"]
+    r = run(*common, "--model", "lenet5", "--save", str(tmp_path / "lenet.npz"))
+    assert r.returncode == 0, r.stderr
+    assert "lenet5 on mnist" in r.stdout and "adam lr 0.001" in r.stdout
+    model = fastcnn.load(tmp_path / "lenet.npz")
+    assert [layer.name for layer in model.layers][-3:] == ["F5", "F6", "OUT"]
+    assert model.loss == "cross_entropy"
+    r = run("evaluate", str(tmp_path / "lenet.npz"), "--dataset", "mnist", "--data-dir", str(data))
+    assert r.returncode == 0, r.stderr
+    r = run(*common, "--optimizer", "momentum", "--lr", "0.05")
+    assert r.returncode == 0 and "momentum lr 0.05" in r.stdout, r.stderr
 
 
 @pytest.fixture
