@@ -16,20 +16,29 @@ layers still compute the same results, slower, and say so once.
 import contextlib
 import warnings
 
-try:
-    from threadpoolctl import ThreadpoolController
-except ImportError:  # pragma: no cover - exercised where threadpoolctl is absent
-    ThreadpoolController = None
-
+# threadpoolctl is imported on first use: most networks never need it
+_UNRESOLVED = object()
+ThreadpoolController = _UNRESOLVED
 _controller = None
 _warned = False
+
+
+def _resolve():
+    global ThreadpoolController
+    if ThreadpoolController is _UNRESOLVED:
+        try:
+            from threadpoolctl import ThreadpoolController as found
+        except ImportError:  # pragma: no cover - exercised where threadpoolctl is absent
+            found = None
+        ThreadpoolController = found
+    return ThreadpoolController
 
 
 @contextlib.contextmanager
 def single_threaded():
     """Within this block, NumPy's BLAS runs on one thread (if threadpoolctl is installed)."""
     global _controller, _warned
-    if ThreadpoolController is None:
+    if _resolve() is None:
         if not _warned:
             _warned = True
             warnings.warn(

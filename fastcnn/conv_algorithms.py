@@ -30,13 +30,22 @@ from fastcnn._threads import get_num_threads
 
 ALGORITHMS = ("direct", "im2col", "fft", "auto")
 
-try:  # SciPy's FFT is faster and runs transforms on several threads
-    import scipy.fft as _fft
+# SciPy's FFT is faster and runs transforms on several threads; it is looked
+# for on first use (importing it takes longer than importing fastcnn)
+_UNRESOLVED = object()
+_fft = _UNRESOLVED
 
-    FFT_BACKEND = "scipy.fft"
-except ImportError:  # pragma: no cover - exercised where SciPy is absent
-    _fft = None
-    FFT_BACKEND = "numpy.fft"
+
+def _scipy_fft():
+    """scipy.fft, or None where SciPy is absent (then numpy.fft is used)."""
+    global _fft
+    if _fft is _UNRESOLVED:
+        try:
+            import scipy.fft as module
+        except ImportError:  # pragma: no cover - exercised where SciPy is absent
+            module = None
+        _fft = module
+    return _fft
 
 
 def _activate_inplace(a, act, threads):
@@ -292,8 +301,9 @@ class Im2col(ConvAlgorithm):
 
 def fast_len(n):
     """Smallest m >= n whose prime factors are 2, 3 and 5: a fast FFT size."""
-    if _fft is not None:
-        return _fft.next_fast_len(n, real=True)
+    fft = _scipy_fft()
+    if fft is not None:
+        return fft.next_fast_len(n, real=True)
     m = n
     while True:
         r = m
@@ -340,14 +350,16 @@ class FFT(ConvAlgorithm):
 
     def _rfft(self, a, threads):
         s = (self.p, self.q)
-        if _fft is not None:
-            return _fft.rfft2(a, s=s, workers=threads)
+        fft = _scipy_fft()
+        if fft is not None:
+            return fft.rfft2(a, s=s, workers=threads)
         return np.fft.rfft2(a, s=s)
 
     def _irfft(self, a, threads):
         s = (self.p, self.q)
-        if _fft is not None:
-            return _fft.irfft2(a, s=s, workers=threads)
+        fft = _scipy_fft()
+        if fft is not None:
+            return fft.irfft2(a, s=s, workers=threads)
         return np.fft.irfft2(a, s=s)
 
     @staticmethod

@@ -11,10 +11,8 @@ cache, checking each file's SHA-256 before it is kept.
 
 import gzip
 import hashlib
-import http.client
 import os
 import tempfile
-import urllib.request
 import zlib
 
 import numpy as np
@@ -150,6 +148,8 @@ def _find(directory, base):
 
 def _fetch(url, dest, sha256):
     """Download url to dest via a temporary file, keeping it only if its SHA-256 matches."""
+    import urllib.request  # here: only downloads need it, and it is slow to import
+
     directory = os.path.dirname(dest)
     fd, tmp = tempfile.mkstemp(prefix=".download-", dir=directory)
     try:
@@ -184,6 +184,8 @@ def download(name, directory=None, mirrors=None, checksums=None):
     _check_name(name, "train")
     directory = os.fspath(directory) if directory is not None else cache_dir(name)
     mirrors = list(mirrors if mirrors is not None else MIRRORS[name])
+    import http.client
+
     checksums = dict(checksums if checksums is not None else SHA256[name])
     os.makedirs(directory, exist_ok=True)
     for filename, sha in checksums.items():

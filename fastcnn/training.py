@@ -31,7 +31,6 @@ import time
 import zlib
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from fastcnn import io
 from fastcnn._validate import (
@@ -196,6 +195,8 @@ def fit(model, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
     # the batch is gathered into the same two arrays every time
     x_batch = np.empty((batch_size,) + model.input_shape, model.dtype)
     t_batch = np.empty((batch_size,) + model.output_shape, model.dtype)
+    from tqdm.auto import tqdm  # here, not at import: it brings in asyncio (70 ms)
+
     model.stop_training = False
     for cb in callbacks:
         cb.on_train_begin(model, history)
