@@ -31,13 +31,15 @@ def import_torch():
     return torch
 
 
-def assert_close(actual, desired, dtype=None, rtol=None):
+def assert_close(actual, desired, dtype=None, rtol=None, scale=None):
     """actual (fastcnn, in `dtype`) against desired (the float64 oracle):
     relative 1e-12 in float64, 1e-5 in float32, with an absolute floor of the
-    same size relative to the largest value (sums that cancel to near zero)."""
+    same size relative to the largest value (sums that cancel to near zero),
+    or to `scale` if larger: the size of the terms summed, for methods such as
+    the FFT whose rounding follows the operands, not the result."""
     actual = np.asarray(actual)
     desired = np.asarray(desired, dtype=np.float64)
     rtol = rtol if rtol is not None else RTOL[np.dtype(dtype or actual.dtype)]
     assert actual.shape == desired.shape, f"shape {actual.shape} != {desired.shape}"
-    scale = float(np.abs(desired).max()) if desired.size else 0.0
+    scale = max(float(np.abs(desired).max()) if desired.size else 0.0, scale or 0.0)
     np.testing.assert_allclose(actual.astype(np.float64), desired, rtol=rtol, atol=rtol * scale)
