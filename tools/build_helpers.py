@@ -11,6 +11,10 @@ Environment switches (all optional):
   FASTCNN_DEBUG=1          -O0 -g instead of -O3
   FASTCNN_DEBUG_CYTHON=1   keep Cython's bounds and wraparound checks on
   FASTCNN_NO_VECTOR_EXT=1  portable kernels without GCC/Clang vector extensions
+  FASTCNN_SANITIZE=address build for a memory checker (GCC/Clang; tools/sanitize.sh):
+                           address, undefined or address,undefined add
+                           -fsanitize=<value>; valgrind adds no instrumentation;
+                           all add -g -O1 -fno-omit-frame-pointer
 """
 
 import os
@@ -63,7 +67,18 @@ def base_flags(compiler_type):
         compile_args.append("-march=" + march)
     if env_flag("FASTCNN_NO_VECTOR_EXT"):
         compile_args.append("-DFC_NO_VECTOR_EXT")
-    return compile_args, []
+    return compile_args + sanitize_flags(), sanitize_flags(link=True)
+
+
+def sanitize_flags(link=False):
+    """FASTCNN_SANITIZE: -g -O1 (after, so overriding, -O3 -g0: Memcheck's
+    advice, and ASan's usual level) plus -fsanitize=<value> unless it is
+    'valgrind', which needs debug info only."""
+    value = os.environ.get("FASTCNN_SANITIZE", "").strip().lower()
+    if value in ("", "0", "no", "off"):
+        return []
+    sanitize = [] if value == "valgrind" else ["-fsanitize=" + value]
+    return sanitize if link else sanitize + ["-fno-omit-frame-pointer", "-g", "-O1"]
 
 
 def optional_flags(compiler, flags):
