@@ -23,10 +23,13 @@ FC_INLINE void FN(mean_pool_body)(const REAL *FC_RESTRICT x, int C, int H, int W
             REAL *orow = out + ((ptrdiff_t)c * OH + i) * OW;
             const REAL *xrow = x + ((ptrdiff_t)c * H + (ptrdiff_t)s * i) * W;
             for (int j = 0; j < OW; j++) {
+                /* each term scaled first: a sum of values near the type's
+                 * maximum would overflow; for s = 2 the scale is exact, so
+                 * this is bit for bit the scaled sum */
                 REAL sum = 0;
                 for (int u = 0; u < s; u++)
-                    for (int v = 0; v < s; v++) sum += xrow[(ptrdiff_t)u * W + s * j + v];
-                orow[j] = sum * inv;
+                    for (int v = 0; v < s; v++) sum += xrow[(ptrdiff_t)u * W + s * j + v] * inv;
+                orow[j] = sum;
             }
         }
 }
