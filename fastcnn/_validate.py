@@ -25,16 +25,28 @@ def check_dtype(dtype):
         dt = None
     if dt is None or dt.name not in DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return dt
+    # native byte order: the kernels take no byte-swapped arrays (">f4" is float32 too)
+    return np.dtype(dt.name)
 
 
-def check_int(value, name, minimum=1):
+# The kernels index with C ints: sizes, strides and paddings stay below this.
+INT_MAX = 2**31 - 1
+
+
+def check_int(value, name, minimum=1, maximum=None):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     value = int(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
+
+
+def check_size(value, name, minimum=1):
+    """A size, stride or padding of a layer: an int the kernels can index with."""
+    return check_int(value, name, minimum, INT_MAX)
 
 
 def check_positive_float(value, name):
@@ -56,16 +68,68 @@ def _as_array(x, name):
     return arr
 
 
-def all_finite(x):
-    """True if x holds no NaN or inf; scans large arrays a chunk of rows at a time."""
+def _chunks(x):
+    """x in pieces of whole rows of about _FINITE_CHUNK_BYTES each."""
     if x.ndim == 0 or x.shape[0] == 0:
-        return bool(np.isfinite(x).all())
+        yield x
+        return
     row_bytes = max(1, x[0].nbytes)
     step = max(1, _FINITE_CHUNK_BYTES // row_bytes)
     for start in range(0, x.shape[0], step):
-        if not np.isfinite(x[start : start + step]).all():
-            return False
+        yield x[start : start + step]
+
+
+def all_finite(x):
+    """True if x holds no NaN or inf; scans large arrays a chunk of rows at a time."""
+    return all(bool(np.isfinite(chunk).all()) for chunk in _chunks(x))
+
+
+def _narrows(from_dtype, to_dtype):
+    return from_dtype.kind == "f" and np.dtype(to_dtype).itemsize < from_dtype.itemsize
+
+
+def fits(x, dtype):
+    """True if every finite value of the real array x stays finite in `dtype`
+    (False for 1e300 in float32, which would become inf)."""
+    if not _narrows(x.dtype, dtype):
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        for chunk in _chunks(x):
+            if not np.isfinite(chunk.astype(dtype)[np.isfinite(chunk)]).all():
+                return False
     return True
+
+
+def _too_large(name, x, dtype):
+    biggest = 0.0
+    for chunk in _chunks(x):
+        finite = chunk[np.isfinite(chunk)]
+        if finite.size:
+            biggest = max(biggest, float(np.abs(finite).max()))
+    dtype = np.dtype(dtype)
+    return ValueError(
+        f"{name} holds values too large for {dtype.name} (largest magnitude {biggest:.3g}; "
+        f"{dtype.name} goes up to {float(np.finfo(dtype).max):.3g}); expected values that "
+        f"stay finite in {dtype.name}"
+    )
+
+
+def cast_real(x, dtype, name):
+    """x as a C-contiguous array of the float `dtype`, for the layers' own
+    checked API: any real (bool, integer or floating) array is taken; complex,
+    object, string and other arrays are refused with TypeError, and finite
+    values that would overflow to inf in `dtype` with ValueError. NaN and inf
+    are kept (they propagate through the layers)."""
+    x = _as_array(x, name)
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{name} has dtype {x.dtype}; expected real numbers (float32 or float64)")
+    if _narrows(x.dtype, dtype):
+        try:
+            with np.errstate(over="raise"):
+                return np.ascontiguousarray(x, dtype=dtype)
+        except FloatingPointError:
+            raise _too_large(name, x, dtype) from None
+    return np.ascontiguousarray(x, dtype=dtype)
 
 
 def check_images(x, input_shape, dtype, name="x", finite=True, copy_dtype=True):
@@ -74,7 +138,8 @@ def check_images(x, input_shape, dtype, name="x", finite=True, copy_dtype=True):
     Any real floating dtype is accepted and cast to `dtype`; integer images are
     refused (pixels must be scaled to [0, 1] first, as datasets.load does).
     Non-contiguous and read-only arrays are accepted (copied where needed).
-    With copy_dtype=False the dtype is checked but the array is not converted
+    Finite values too large for `dtype` (1e300 for float32) are refused, not
+    cast to inf. With copy_dtype=False the dtype is checked but the array is not converted
     (fit converts batch by batch instead of copying a whole dataset).
     """
     x = _as_array(x, name)
@@ -105,7 +170,9 @@ def check_images(x, input_shape, dtype, name="x", finite=True, copy_dtype=True):
     if finite and not all_finite(x):
         raise ValueError(f"{name} contains NaN or infinity; expected finite pixel values")
     if copy_dtype:
-        x = np.ascontiguousarray(x, dtype=dtype)
+        return cast_real(x, dtype, name)
+    if not fits(x, dtype):
+        raise _too_large(name, x, dtype)
     return x
 
 
@@ -140,7 +207,9 @@ def check_targets(y, n, classes, dtype, name="y"):
                 f"{name} has shape {y.shape}; expected ({n},) labels or ({n}, {classes}) targets"
             )
         if not np.isfinite(y).all():
-            raise ValueError(f"{name} contains NaN or infinity")
+            raise ValueError(f"{name} contains NaN or infinity; expected finite targets")
+        if not fits(y, dtype):
+            raise _too_large(name, y, dtype)
         return np.ascontiguousarray(y, dtype=dtype)
     raise ValueError(
         f"{name} has {y.ndim} dimensions; expected ({n},) labels or ({n}, {classes}) targets"

@@ -340,13 +340,21 @@ class FFT(ConvAlgorithm):
         _, self.h, self.w = layer.padded_shape
         self.kh, self.kw = layer.kernel_size
         self.p, self.q = fast_len(self.h), fast_len(self.w)
-        fy = np.arange(self.p)[:, None]
-        fx = np.arange(self.q // 2 + 1)[None, :]
-        # spectrum of rot180(k) = conj(spectrum of k) * phase (real k)
-        self._phase = np.exp(-2j * np.pi * (fy * (self.kh - 1) / self.p
-                                            + fx * (self.kw - 1) / self.q))
-        self._phase = self._phase.astype(np.complex64 if layer.dtype == np.float32
-                                         else np.complex128)
+        self._phase = None  # made on first use: building a layer allocates no workspace
+        self._xf = self._kf = None
+
+    @property
+    def phase(self):
+        """exp(-2 pi i (fy (KH-1) / P + fx (KW-1) / Q)): the spectrum of
+        rot180(k) is conj(spectrum of k) times this (real k)."""
+        if self._phase is None:
+            fy = np.arange(self.p)[:, None]
+            fx = np.arange(self.q // 2 + 1)[None, :]
+            phase = np.exp(-2j * np.pi * (fy * (self.kh - 1) / self.p
+                                          + fx * (self.kw - 1) / self.q))
+            self._phase = phase.astype(np.complex64 if self.layer.dtype == np.float32
+                                       else np.complex128)
+        return self._phase
 
     def _rfft(self, a, threads):
         s = (self.p, self.q)
@@ -398,6 +406,9 @@ class FFT(ConvAlgorithm):
 
     def _backward(self, x, y, grad, dx):
         layer, t = self.layer, get_num_threads()
+        if self._xf is None:  # a second backward after one forward: the spectra again
+            self._xf = self._rfft(x, t)
+            self._kf = self._rfft(layer.params["weight"], t)
         delta = _delta(layer, y, grad, t, np.empty_like(grad))
         np.sum(delta, axis=(0, 2, 3), out=layer.grads["bias"])                # eq. (45), (64)
         df = self._rfft(delta, t)                                    # (N, M, P, Q/2+1)
@@ -406,7 +417,7 @@ class FFT(ConvAlgorithm):
         c = self._irfft(cf, t)[:, :, : self.kh, : self.kw]
         layer.grads["weight"][...] = c[:, :, ::-1, ::-1]
         if dx is not None:
-            krot = np.conj(self._kf) * self._phase                   # spectrum of rot180(k)
+            krot = np.conj(self._kf) * self.phase                    # spectrum of rot180(k)
             full = self._irfft(self._mapsum(df, krot), t)            # (N, C, P, Q)
             dx[...] = full[:, :, : self.h, : self.w]
         self._xf = self._kf = None

@@ -11,6 +11,7 @@ cache, checking each file's SHA-256 before it is kept.
 
 import gzip
 import hashlib
+import math
 import os
 import tempfile
 import zlib
@@ -87,6 +88,12 @@ def read_idx(path):
     dimensions, then each dimension as a big-endian uint32; the data must be
     exactly as long as the dimensions say. Returns the array in native byte
     order (uint8 for MNIST's images and labels).
+
+    Raises FileNotFoundError for a missing file and DatasetError (a
+    ValueError) for anything that is not a well-formed IDX file: too short,
+    wrong magic bytes, a corrupt or truncated gzip stream, a header whose
+    dimensions disagree with the length of the data, or more dimensions than
+    NumPy arrays can have.
     """
     path = os.fspath(path)
     data = _read_bytes(path)
@@ -105,13 +112,18 @@ def read_idx(path):
         raise DatasetError(f"{path}: truncated IDX header ({len(data)} bytes, needs {header})")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_TYPES[data[2]])
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python integers: a product of up to 255 uint32 dimensions overflows int64
+    expected = header + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise DatasetError(
             f"{path}: {what}: dimensions {shape} need {expected} bytes, the file has {len(data)}"
         )
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    try:
+        array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    except ValueError as e:  # more than 64 dimensions, or a shape too big to index
+        raise DatasetError(f"{path}: IDX dimensions {shape} cannot be a NumPy array ({e})") from None
+    return array.astype(dtype.newbyteorder("="))
 
 
 def _check_name(name, split):

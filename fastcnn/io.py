@@ -11,6 +11,7 @@ over the target, so a crash or Ctrl-C never leaves a half-written model.
 """
 
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -18,6 +19,7 @@ import zlib
 
 import numpy as np
 
+from fastcnn._validate import check_dtype
 from fastcnn._version import __version__
 
 FORMAT = "fastcnn-model"
@@ -55,7 +57,14 @@ def atomic_write(path, write):
 def save(model, path, training_state=None, training_arrays=None):
     """Write `model` to `path` (.npz; the name is used as given), with the
     JSON-compatible `training_state` of a checkpoint and its arrays (an
-    optimiser's memory) if given."""
+    optimiser's memory) if given.
+
+    A model whose parameters hold NaN or infinity is refused (ValueError),
+    since `load` would refuse the file."""
+    for name, value in model.params.items():
+        if not np.isfinite(value).all():
+            raise ValueError(f"cannot save the model: parameter {name} contains NaN or "
+                             f"infinity, and fastcnn.load refuses such files")
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -83,19 +92,29 @@ def load(path, with_training_state=False):
     training state and arrays of a checkpoint, or None and {} for a plain
     model file.
 
-    Raises ValueError, naming the problem, for a file that is not a fastcnn
-    model (wrong format, truncated, corrupt, pickled objects, missing or
-    unexpected parameters, wrong shapes or dtypes, NaN or inf values) or that
-    was written by a newer fastcnn whose format this one cannot read.
+    Raises FileNotFoundError for a missing file, and ValueError, naming the
+    problem, for a file that is not a fastcnn model (wrong format, truncated,
+    corrupt, pickled objects, missing or unexpected parameters, wrong shapes
+    or dtypes, NaN or inf values: a model with NaN parameters is refused
+    here, not loaded) or that was written by a newer fastcnn whose format
+    this one cannot read. Each array's header is checked against the
+    architecture and the archive before its data is read, so a damaged file
+    cannot make `load` allocate more memory than the file holds.
     """
     from fastcnn.model import Sequential
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such model file: {os.fspath(path)}")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"\x93NUMPY"):
+        raise _bad(path, "it holds a single array, not an .npz archive of a model")
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        raise _bad(path, f"it is not an .npz (zip) archive (it starts with {magic!r})")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise _bad(path, f"cannot read it as .npz ({e})") from None
+    except _DAMAGED as e:
+        raise _bad(path, f"cannot read it as .npz ({type(e).__name__}: {e})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise _bad(path, "it holds a single array, not an .npz archive of a model")
     with archive:
@@ -105,27 +124,70 @@ def load(path, with_training_state=False):
                 return model
             state, arrays = None, {}
             if TRAINING_KEY in archive.files:
-                raw = archive[TRAINING_KEY]
+                raw = _array(path, archive, TRAINING_KEY)
                 if raw.dtype.kind != "U" or raw.ndim != 0:
                     raise _bad(path, f"its {TRAINING_KEY!r} entry is not a JSON string")
                 state = json.loads(str(raw))
                 prefix = TRAINING_KEY + "/"
-                arrays = {k[len(prefix):]: archive[k] for k in archive.files if k.startswith(prefix)}
+                arrays = {k[len(prefix):]: _array(path, archive, k)
+                          for k in archive.files if k.startswith(prefix)}
             return model, state, arrays
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, TypeError,
-                json.JSONDecodeError) as e:
+        except _DAMAGED + (KeyError, TypeError) as e:
+            if isinstance(e, ValueError) and str(e).startswith(os.fspath(path)):
+                raise  # already ours
+            if type(e) is ValueError:  # numpy's words for a bad .npy header, say
+                raise _bad(path, str(e)) from None
             raise _bad(path, f"it is damaged ({type(e).__name__}: {e})") from None
-        except ValueError as e:
-            if str(e).startswith(os.fspath(path)):
-                raise
-            raise _bad(path, str(e)) from None
+
+
+# What reading a damaged zip archive or .npy entry raises: zipfile raises
+# NotImplementedError for an unknown compression method or version and
+# RuntimeError for an entry flagged as encrypted.
+_DAMAGED = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+            RuntimeError)
+
+
+def _array(path, archive, name, shape=None, dtype=None):
+    """archive[name], after checking its .npy header (before any data is read):
+    numbers or text, not Python objects; exactly as much data as the zip entry
+    holds; and `shape` and `dtype` if given."""
+    member = name + ".npy"
+    try:
+        info = archive.zip.getinfo(member)
+    except KeyError:
+        raise _bad(path, f"its entry {name!r} is not a .npy array") from None
+    with archive.zip.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            got_shape, _, got_dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            got_shape, _, got_dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise _bad(path, f"its entry {name!r} is in .npy format {version}; expected 1.0 or 2.0")
+        start = f.tell()
+    if got_dtype.hasobject or got_dtype.kind not in "biufcSU":
+        raise _bad(path, f"its entry {name!r} holds {got_dtype} data (pickled objects or records); "
+                         f"a fastcnn model file holds only numbers and text")
+    nbytes = math.prod(got_shape) * got_dtype.itemsize
+    if start + nbytes != info.file_size:
+        raise _bad(path, f"its entry {name!r} is damaged: its header announces {got_shape} "
+                         f"{got_dtype} ({nbytes} bytes), the archive holds "
+                         f"{max(0, info.file_size - start)} bytes")
+    if shape is not None and tuple(got_shape) != tuple(shape):
+        raise _bad(path, f"parameter {name} has shape {tuple(got_shape)}, the architecture "
+                         f"needs {tuple(shape)}")
+    if dtype is not None and got_dtype != dtype:
+        raise _bad(path, f"parameter {name} has dtype {got_dtype}, the model is {dtype}")
+    return archive[name]
 
 
 def _read(path, archive, Sequential):
+    from fastcnn.model import _layers_from_config
+
     names = set(archive.files)
     if CONFIG_KEY not in names:
         raise _bad(path, f"it has no {CONFIG_KEY!r} entry (not written by fastcnn)")
-    raw = archive[CONFIG_KEY]
+    raw = _array(path, archive, CONFIG_KEY)
     if raw.dtype.kind != "U" or raw.ndim != 0:
         raise _bad(path, f"its {CONFIG_KEY!r} entry is not a JSON string")
     try:
@@ -146,8 +208,17 @@ def _read(path, archive, Sequential):
     if not isinstance(spec, dict) or not isinstance(spec.get("layers"), list):
         raise _bad(path, "its configuration has no model architecture")
     try:
+        # before anything is allocated: the file must hold every parameter
+        needed = sum(math.prod(shape) for layer in _layers_from_config(spec)
+                     for shape in layer.parameter_shapes().values())
+        dtype = check_dtype(spec.get("dtype"))
+        if needed * dtype.itemsize > os.path.getsize(path):
+            raise _bad(path, f"its architecture needs {needed} parameters, more than the "
+                             f"file ({os.path.getsize(path)} bytes) holds")
         model = Sequential.from_config(spec)
     except (TypeError, ValueError, KeyError) as e:
+        if str(e).startswith(os.fspath(path)):
+            raise
         raise _bad(path, f"its architecture cannot be built ({e})") from None
 
     expected = set(model.params)
@@ -162,13 +233,7 @@ def _read(path, archive, Sequential):
             parts.append(f"unexpected entries {unexpected}")
         raise _bad(path, "; ".join(parts))
     for name, target in model.params.items():
-        value = archive[name]
-        if value.shape != target.shape:
-            raise _bad(path, f"parameter {name} has shape {value.shape}, the architecture "
-                             f"needs {target.shape}")
-        if value.dtype != target.dtype:
-            raise _bad(path, f"parameter {name} has dtype {value.dtype}, the model is "
-                             f"{target.dtype}")
+        value = _array(path, archive, name, target.shape, target.dtype)
         if not np.isfinite(value).all():
             raise _bad(path, f"parameter {name} contains NaN or infinity")
         target[...] = value

@@ -4,10 +4,13 @@ Each layer has
   forward(x)      the feedforward of section 1; keeps what backward needs;
   backward(grad)  given dL/d(output), writes dL/d(parameters) into `grads`
                   (overwritten, not accumulated) and returns dL/d(input).
-Both check their input and return new arrays. Underneath, `_forward(x, out)`
-and `_backward(grad, dx)` do the work into arrays the caller provides: a
-Sequential model validates once per batch and reuses those arrays from one
-batch to the next.
+Both check their input and return new arrays: any real (bool, integer or
+floating) array of the right shape is cast to the layer's dtype; complex,
+object and string arrays are refused (TypeError), as are finite values that
+would overflow the dtype (ValueError); NaN and inf propagate. Underneath,
+`_forward(x, out)` and `_backward(grad, dx)` do the work into arrays the
+caller provides: a Sequential model validates once per batch and reuses
+those arrays from one batch to the next.
 
 Parameters and gradients are arrays allocated once and afterwards only
 modified in place, so `model.params[name][...] = value` edits the model.
@@ -21,7 +24,7 @@ import numpy as np
 
 from fastcnn import _activation, _dense, _pool, conv_algorithms
 from fastcnn._threads import get_num_threads
-from fastcnn._validate import check_int
+from fastcnn._validate import INT_MAX, cast_real, check_dtype, check_int, check_size
 
 # Activation codes understood by the kernels (src_c/fc_common.h, FC_ACT_*).
 ACTIVATION_CODES = {None: 0, "sigmoid": 1, "relu": 2, "tanh": 3, "tanh_opt": 4}
@@ -38,8 +41,8 @@ def _pair(value, name, minimum=1):
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-        return check_int(value[0], name, minimum), check_int(value[1], name, minimum)
-    v = check_int(value, name, minimum)
+        return check_size(value[0], name, minimum), check_size(value[1], name, minimum)
+    v = check_size(value, name, minimum)
     return v, v
 
 
@@ -65,9 +68,16 @@ class Layer:
     def build(self, input_shape, dtype):
         """Check the per-sample input shape (C, H, W) or (F,), allocate the
         parameters in `dtype` and return the per-sample output shape."""
-        self.input_shape = tuple(input_shape)
-        self.dtype = np.dtype(dtype)
-        self.output_shape = tuple(self.compute_output_shape(self.input_shape))
+        dtype = check_dtype(dtype)
+        try:
+            shape = tuple(check_size(s, "input_shape entries") for s in input_shape)
+        except TypeError:
+            if isinstance(input_shape, (tuple, list)):
+                raise
+            raise TypeError(f"{type(self).__name__} {self.name}: input_shape must be a tuple of "
+                            f"ints, (C, H, W) or (F,), got {input_shape!r}") from None
+        output_shape = tuple(self.compute_output_shape(shape))
+        self.input_shape, self.output_shape, self.dtype = shape, output_shape, dtype
         for pname, shape in self.parameter_shapes().items():
             self.params[pname] = np.zeros(shape, dtype=self.dtype)
             self.grads[pname] = np.zeros(shape, dtype=self.dtype)
@@ -127,7 +137,7 @@ class Layer:
                 f"{type(self).__name__} {self.name} is not built: put it in a Sequential "
                 f"model or call build(input_shape, dtype) first"
             )
-        x = np.ascontiguousarray(x, dtype=self.dtype)
+        x = cast_real(x, self.dtype, f"{type(self).__name__} {self.name}: input")
         if x.shape[1:] != self.input_shape or x.shape[0] < 1:
             raise self._error(
                 f"expects input of shape (N, {', '.join(map(str, self.input_shape))}) "
@@ -139,7 +149,7 @@ class Layer:
         """dL/d(output) for the batch of the last forward call."""
         if self._batch is None:
             raise RuntimeError(f"{type(self).__name__} {self.name}: backward called before forward")
-        grad = np.ascontiguousarray(grad, dtype=self.dtype)
+        grad = cast_real(grad, self.dtype, f"{type(self).__name__} {self.name}: gradient")
         if grad.shape != (self._batch,) + self.output_shape:
             raise self._error(
                 f"gradient has shape {grad.shape}, expected {(self._batch,) + self.output_shape}"
@@ -197,12 +207,12 @@ class Conv2D(Layer):
     def __init__(self, in_maps, out_maps, kernel_size, activation=None, algorithm="auto",
                  name=None, stride=1, padding="valid"):
         super().__init__(name)
-        self.in_maps = check_int(in_maps, "in_maps")
-        self.out_maps = check_int(out_maps, "out_maps")
+        self.in_maps = check_size(in_maps, "in_maps")
+        self.out_maps = check_size(out_maps, "out_maps")
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.activation = _check_activation(activation)
         self.act = ACTIVATION_CODES[activation]
-        self.stride = check_int(stride, "stride")
+        self.stride = check_size(stride, "stride")
         self.padding = padding
         self._pads = self._padding_amounts(padding)
         if algorithm not in conv_algorithms.ALGORITHMS:
@@ -257,6 +267,9 @@ class Conv2D(Layer):
         if h + top + bottom < kh or w + left + right < kw:
             raise self._error(f"input maps of {h}x{w} are smaller than the {kh}x{kw} kernel"
                               + (" even with the padding" if any(self._pads) else ""))
+        if max(h + top + bottom, w + left + right) > INT_MAX:
+            raise self._error(f"input maps of {h}x{w} with padding {self.padding!r} are larger "
+                              f"than the kernels can index ({INT_MAX} rows or columns)")
         s = self.stride
         return (self.out_maps, (h + top + bottom - kh) // s + 1, (w + left + right - kw) // s + 1)
 
@@ -365,7 +378,8 @@ class MeanPool2D(Layer):
 
     def __init__(self, scale=2, name=None):
         super().__init__(name)
-        self.scale = check_int(scale, "scale")
+        # the kernels scale by 1 / (s * s), s * s in a C int
+        self.scale = check_int(scale, "scale", maximum=46340)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -410,8 +424,8 @@ class MaxPool2D(Layer):
 
     def __init__(self, size=2, stride=None, name=None):
         super().__init__(name)
-        self.size = check_int(size, "size")
-        self.stride = self.size if stride is None else check_int(stride, "stride")
+        self.size = check_size(size, "size")
+        self.stride = self.size if stride is None else check_size(stride, "stride")
         self._args = {}
 
     def compute_output_shape(self, input_shape):
@@ -420,6 +434,9 @@ class MaxPool2D(Layer):
         c, h, w = input_shape
         if h < self.size or w < self.size:
             raise self._error(f"input maps of {h}x{w} are smaller than the {self.size}x{self.size} window")
+        if h * w > INT_MAX:
+            raise self._error(f"input maps of {h}x{w} have more pixels than the argmax of max "
+                              f"pooling (an int32) can index: at most {INT_MAX}")
         s = self.stride
         return (c, (h - self.size) // s + 1, (w - self.size) // s + 1)
 
@@ -571,8 +588,8 @@ class Dense(Layer):
 
     def __init__(self, in_features, out_features, activation=None, name=None):
         super().__init__(name)
-        self.in_features = check_int(in_features, "in_features")
-        self.out_features = check_int(out_features, "out_features")
+        self.in_features = check_size(in_features, "in_features")
+        self.out_features = check_size(out_features, "out_features")
         self.activation = _check_activation(activation)
         self._delta = None
 

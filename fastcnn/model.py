@@ -15,6 +15,7 @@ from fastcnn._validate import (
     check_images,
     check_int,
     check_labels,
+    check_size,
     check_targets,
 )
 from fastcnn.layers import LAYER_TYPES, Conv2D, Dense, Flatten, Layer, MeanPool2D
@@ -47,17 +48,38 @@ class Sequential:
     params, grads : dict of str -> ndarray
         Every parameter and its gradient, named "<layer>.<param>" in layer
         order. The arrays are the model's own: writing into them changes it.
+
+    Parameters that hold NaN or infinity (written into `params`, or left by
+    a diverged training) are refused: forward, activations, backprop,
+    predict, predict_proba, evaluate and fit raise ValueError naming the
+    parameter, rather than return NaN outputs or meaningless predictions.
+    `fastcnn.load` refuses a file with such parameters in the same way.
     """
 
     def __init__(self, layers, input_shape, dtype="float32", seed=0, loss="mse"):
-        self.layers = list(layers)
+        if isinstance(layers, Layer):
+            raise TypeError(f"layers must be a list of fastcnn layers, got a single layer "
+                            f"{layers!r}: put it in a list")
+        try:
+            self.layers = list(layers)
+        except TypeError:
+            raise TypeError(f"layers must be a non-empty list of fastcnn layers, "
+                            f"got {layers!r}") from None
         if loss not in losses.LOSSES:
             raise ValueError(f"loss must be one of {sorted(losses.LOSSES)}, got {loss!r}")
         self.loss = loss
         if not self.layers or not all(isinstance(layer, Layer) for layer in self.layers):
-            raise TypeError("layers must be a non-empty list of fastcnn layers")
+            bad = next((x for x in self.layers if not isinstance(x, Layer)), None)
+            raise TypeError("layers must be a non-empty list of fastcnn layers"
+                            + (f", got {bad!r} in it" if self.layers else ", got an empty one"))
         self.dtype = check_dtype(dtype)
-        shape = tuple(check_int(s, "input_shape entries") for s in input_shape)
+        try:
+            shape = tuple(check_size(s, "input_shape entries") for s in input_shape)
+        except TypeError:
+            if isinstance(input_shape, (tuple, list)):
+                raise
+            raise TypeError(f"input_shape must be (channels, height, width), "
+                            f"got {input_shape!r}") from None
         if len(shape) != 3:
             raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
         self.input_shape = shape
@@ -77,7 +99,8 @@ class Sequential:
             raise
         self.output_shape = shape
         if loss == "cross_entropy":
-            last = next(layer for layer in reversed(self.layers) if not isinstance(layer, Flatten))
+            last = next((layer for layer in reversed(self.layers)
+                         if not isinstance(layer, Flatten)), None)
             if not isinstance(last, (Dense, Conv2D)) or last.activation is not None:
                 for layer, name in zip(self.layers, given):
                     layer.name, layer.dtype, layer.params, layer.grads = name, None, {}, {}
@@ -128,6 +151,14 @@ class Sequential:
         for layer in self.layers:
             layer.reset_parameters(rng)
 
+    def _check_parameters(self):
+        """Raise ValueError, naming it, if a parameter holds NaN or infinity."""
+        if np.isfinite(self._flat_params).all():
+            return
+        name = next(n for n, p in self.params.items() if not np.isfinite(p).all())
+        raise ValueError(f"parameter {name} contains NaN or infinity; re-initialise the model "
+                         f"(reset_parameters) or load a good one")
+
     def num_parameters(self):
         """Number of trainable scalars (3898 for seed_cnn, as in section 1.1)."""
         return sum(p.size for p in self.params.values())
@@ -154,6 +185,7 @@ class Sequential:
     def forward(self, x):
         """Section 1, feedforward: images x (N, C, H, W) -> outputs (N, K), a new array."""
         x = check_images(x, self.input_shape, self.dtype)
+        self._check_parameters()
         return self._forward(x).copy()
 
     def _forward(self, x, plan=None):
@@ -189,6 +221,7 @@ class Sequential:
         {layer name: new array (N,) + layer.output_shape}. The maps of the
         paper's Figure 1, for looking at."""
         x = check_images(x, self.input_shape, self.dtype)
+        self._check_parameters()
         out = {}
         for layer in self.layers:
             x = out[layer.name] = layer.forward(x)
@@ -202,6 +235,7 @@ class Sequential:
         """
         x = check_images(x, self.input_shape, self.dtype)
         t = check_targets(y, x.shape[0], self._classes(), self.dtype)
+        self._check_parameters()
         return self._backprop(x, t)
 
     def _backprop(self, x, t):
@@ -236,7 +270,9 @@ class Sequential:
             Epochs in all; with resume=True, those already done count.
         batch_size : int
             Samples per SGD step (50 in the demo); the last batch of an epoch
-            may be smaller.
+            may be smaller. A batch_size larger than the number of images
+            gives one batch of all of them per epoch, as in Keras and with
+            PyTorch's DataLoader.
         lr : float
             Learning rate alpha of eq. (65)-(70) for plain SGD (default 1.0,
             as in the demo). Give it to the optimizer instead when you pass one.
@@ -272,7 +308,9 @@ class Sequential:
         For a given seed, the trained parameters are the same bit for bit
         whatever the number of threads. Ctrl-C finishes the current batch
         and raises KeyboardInterrupt with the model consistent (see
-        fastcnn.training).
+        fastcnn.training). If training diverges (a batch's loss, or a
+        parameter after an epoch's last step, is NaN or infinite), fit
+        raises FloatingPointError saying where, rather than go on with NaN.
         """
         from fastcnn import training
 
@@ -286,6 +324,7 @@ class Sequential:
         (memory stays small whatever N is; x may be memory-mapped)."""
         x = check_images(x, self.input_shape, self.dtype, copy_dtype=False)
         batch_size = check_int(batch_size, "batch_size")
+        self._check_parameters()
         out = np.empty((x.shape[0],) + self.output_shape, dtype=self.dtype)
         for start in range(0, x.shape[0], batch_size):
             xb = np.ascontiguousarray(x[start : start + batch_size], dtype=self.dtype)
@@ -329,13 +368,7 @@ class Sequential:
     @classmethod
     def from_config(cls, config):
         """Rebuild an (initialised, untrained) model from get_config()'s output."""
-        layers = []
-        for spec in config["layers"]:
-            kind = spec["type"]
-            if kind not in LAYER_TYPES:
-                raise ValueError(f"unknown layer type {kind!r}; fastcnn has {sorted(LAYER_TYPES)}")
-            layers.append(LAYER_TYPES[kind](**spec["config"]))
-        return cls(layers, config["input_shape"], dtype=config["dtype"],
+        return cls(_layers_from_config(config), config["input_shape"], dtype=config["dtype"],
                    loss=config.get("loss", "mse"))
 
     def save(self, path):
@@ -343,6 +376,21 @@ class Sequential:
         from fastcnn import io
 
         io.save(self, path)
+
+
+def _layers_from_config(config):
+    """The (unbuilt) layers described by get_config()'s output; only fastcnn's
+    own layer classes, from a fixed table."""
+    layers = []
+    for spec in config["layers"]:
+        kind = spec["type"]
+        if not isinstance(kind, str) or kind not in LAYER_TYPES:
+            raise ValueError(f"unknown layer type {kind!r}; fastcnn has {sorted(LAYER_TYPES)}")
+        if not isinstance(spec["config"], dict):
+            raise TypeError(f"the configuration of a {kind} layer must be a dict, "
+                            f"got {spec['config']!r}")
+        layers.append(LAYER_TYPES[kind](**spec["config"]))
+    return layers
 
 
 def seed_cnn(seed=0, dtype="float32", algorithm="auto"):

@@ -146,8 +146,9 @@ def fit(model, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
     t = check_targets(y, n, model._classes(), model.dtype)
     epochs = check_int(epochs, "epochs")
     batch_size = check_int(batch_size, "batch_size")
-    if batch_size > n:
-        raise ValueError(f"batch_size {batch_size} is larger than the {n} training images")
+    # more than there are images: one batch of all of them, as Keras and
+    # PyTorch's DataLoader do (the argument is kept as given for checkpoints)
+    batch_rows = min(batch_size, n)
     if optimizer is None:
         optimizer = SGD(model, lr=1.0 if lr is None else check_positive_float(lr, "lr"))
     else:
@@ -165,6 +166,11 @@ def fit(model, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
         if not isinstance(cb, Callback):
             raise TypeError(f"callbacks must be fastcnn.callbacks.Callback objects, got {cb!r}")
     if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError(f"validation_data must be a pair (x_val, y_val), got "
+                            f"{type(validation_data).__name__}"
+                            + (f" of length {len(validation_data)}"
+                               if isinstance(validation_data, (tuple, list)) else ""))
         x_val, y_val = validation_data
         x_val = check_images(x_val, model.input_shape, model.dtype, name="x_val", copy_dtype=False)
         y_val = check_labels(y_val, x_val.shape[0], model._classes(), name="y_val")
@@ -186,15 +192,12 @@ def fit(model, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
             rng.bit_generator.state = state["rng"]
             history = History._from_state(state["history"], state["batches"])
             start_epoch, best = state["epochs_done"], state["best"]
-    for name, p in model.params.items():
-        if not np.isfinite(p).all():
-            raise ValueError(f"parameter {name} contains NaN or infinity; re-initialise "
-                             f"the model (reset_parameters) or load a good one")
+    model._check_parameters()
 
     show = bool(progress) and sys.stderr.isatty()
     # the batch is gathered into the same two arrays every time
-    x_batch = np.empty((batch_size,) + model.input_shape, model.dtype)
-    t_batch = np.empty((batch_size,) + model.output_shape, model.dtype)
+    x_batch = np.empty((batch_rows,) + model.input_shape, model.dtype)
+    t_batch = np.empty((batch_rows,) + model.output_shape, model.dtype)
     from tqdm.auto import tqdm  # here, not at import: it brings in asyncio (70 ms)
 
     model.stop_training = False
@@ -213,8 +216,8 @@ def fit(model, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
                 start_time, first_batch = time.perf_counter(), len(history.loss)
                 with tqdm(total=n, desc=f"epoch {epoch}/{epochs}", unit="img", unit_scale=True,
                           disable=not show, leave=True) as bar:
-                    for batch, start in enumerate(range(0, n, batch_size), 1):
-                        idx = order[start : start + batch_size]
+                    for batch, start in enumerate(range(0, n, batch_rows), 1):
+                        idx = order[start : start + batch_rows]
                         xb, tb = x_batch[: len(idx)], t_batch[: len(idx)]
                         if x.dtype == model.dtype:
                             np.take(x, idx, axis=0, out=xb, mode="clip")
@@ -242,6 +245,12 @@ def fit(model, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
                                 "the model holds the parameters after that batch"
                                 + (f", {checkpoint_dir}/{LAST} those after the last whole epoch "
                                    "(resume=True goes on from there)" if checkpoint_dir else ""))
+                if not np.isfinite(model._flat_params).all():
+                    # the last step of the epoch; the others are caught by the next loss
+                    raise FloatingPointError(
+                        f"training diverged in epoch {epoch}, batch {batch}: its step left "
+                        f"parameters that are NaN or infinite; try a smaller learning rate "
+                        f"(lr={optimizer.lr})")
                 history.epoch_seconds.append(time.perf_counter() - start_time)
                 history.epoch_loss.append(float(np.mean(history.loss[first_batch:])))
                 history._batches.append(len(history.loss) - first_batch)
