@@ -1,6 +1,7 @@
 """The `fastcnn` command (also `python -m fastcnn`).
 
     fastcnn train --dataset fashion-mnist --epochs 1 --batch-size 50 --lr 1 --save model.npz
+    fastcnn sweep --lr 0.1,0.3,1,3 --batch-size 10,50 --seeds 3 --scheduler local
     fastcnn info
 
 Errors print one line and exit with status 1 (2 for a bad command line);
@@ -45,6 +46,17 @@ def _nonnegative_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
     return value
+
+
+def _list_of(kind):
+    def parse(text):
+        values = [kind(part.strip()) for part in text.split(",") if part.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+        if len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"{text!r} has repeats")
+        return values
+    return parse
 
 
 def build_parser():
@@ -151,6 +163,50 @@ def build_parser():
                        help="runs per figure, median reported (default: %(default)s; "
                        "the baselines' epochs run once)")
     bench.set_defaults(run=cmd_bench)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="train a grid of learning rates, batch sizes and seeds, as Dask tasks",
+        description="Train one model per learning rate, batch size and seed on a Dask cluster "
+        "(pip install 'fastcnn[distributed]'), print the table and write it as CSV. The "
+        "results are bit for bit those of the same runs one after another. Point it at a "
+        "running cluster with --scheduler tcp://HOST:8786.",
+    )
+    sweep.add_argument("--model", default="seed_cnn", choices=["seed_cnn", "lenet5"],
+                       help="default: %(default)s")
+    sweep.add_argument("--optimizer", default=None, choices=["sgd", "momentum", "adam"],
+                       help="default: sgd for seed_cnn, adam for lenet5")
+    sweep.add_argument("--lr", type=_list_of(_positive_float), default=None, metavar="LIST",
+                       help="learning rates, e.g. 0.1,0.3,1,3 (default: 1 for sgd, "
+                       "0.1 for momentum, 0.001 for adam)")
+    sweep.add_argument("--batch-size", type=_list_of(_positive_int), default=[50],
+                       metavar="LIST", help="batch sizes, e.g. 10,50 (default: 50)")
+    sweep.add_argument("--seeds", type=_positive_int, default=1,
+                       help="seeds 0..N-1 for every point (default: %(default)s)")
+    sweep.add_argument("--epochs", type=_positive_int, default=1, help="default: %(default)s")
+    sweep.add_argument("--dataset", default="fashion-mnist", choices=["mnist", "fashion-mnist"],
+                       help="default: %(default)s")
+    sweep.add_argument("--data-dir", default=None, help="directory with the IDX files")
+    sweep.add_argument("--train-images", type=_positive_int, default=None, metavar="N",
+                       help="train on the first N training images (default: all)")
+    sweep.add_argument("--test-images", type=_positive_int, default=None, metavar="N",
+                       help="test on the first N test images (default: all)")
+    sweep.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                       help="default: %(default)s")
+    sweep.add_argument("--scheduler", default="local", metavar="ADDRESS|local|serial",
+                       help="a Dask scheduler's address (tcp://host:8786), 'local' for a "
+                       "cluster of this machine's cores, or 'serial' to run here one after "
+                       "another (default: %(default)s)")
+    sweep.add_argument("--workers", type=_positive_int, default=None,
+                       help="with --scheduler local: worker processes (default: one per core)")
+    sweep.add_argument("--threads-per-worker", type=_positive_int, default=1,
+                       help="with --scheduler local (default: %(default)s)")
+    sweep.add_argument("--csv", default="sweep.csv", metavar="PATH",
+                       help="where to write the table (default: %(default)s)")
+    sweep.add_argument("--save-best", default=None, metavar="PATH",
+                       help="write the best model (lowest test error) to PATH (.npz)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep.set_defaults(run=cmd_sweep)
 
     info = sub.add_parser("info", help="version, build flags, OpenMP, threads and SIMD path",
                           description="Show how this fastcnn was built and what it will run on.")
@@ -341,6 +397,87 @@ def cmd_bench(args):
                                log=lambda text: print(text, file=sys.stderr))
     print(bench.format_table(results, notes))
     return 0
+
+
+def cmd_sweep(args):
+    import fastcnn
+    from fastcnn import datasets, distributed
+
+    for option, path in (("--csv", args.csv), ("--save-best", args.save_best)):
+        _check_writable(option, path)
+    local = args.scheduler == "local"
+    if not local and (args.workers is not None or args.threads_per_worker != 1):
+        raise ValueError("--workers and --threads-per-worker set up a local cluster; "
+                         f"with --scheduler {args.scheduler} the cluster is already made")
+    x, y = datasets.load(args.dataset, "train", data_dir=args.data_dir, dtype=args.dtype)
+    x_test, y_test = datasets.load(args.dataset, "test", data_dir=args.data_dir, dtype=args.dtype)
+    data = (x[:args.train_images], y[:args.train_images],
+            x_test[:args.test_images], y_test[:args.test_images])
+    build = {"seed_cnn": fastcnn.seed_cnn, "lenet5": fastcnn.models.lenet5}[args.model]
+    name = args.optimizer or ("adam" if args.model == "lenet5" else "sgd")
+    grid = {"dtype": args.dtype,
+            "optimizer": "adam" if name == "adam" else "sgd",
+            "lr": args.lr or [{"sgd": 1.0, "momentum": 0.1, "adam": 1e-3}[name]],
+            "batch_size": args.batch_size, "epochs": args.epochs}
+    if name == "momentum":
+        grid["momentum"] = 0.9
+    runs = len(grid["lr"]) * len(grid["batch_size"]) * args.seeds
+    print(f"fastcnn {fastcnn.__version__}: {runs} runs of {args.model} on {args.dataset} "
+          f"({len(data[0])} training, {len(data[2])} test images), {name}, "
+          f"{args.epochs} epoch(s) each, scheduler {args.scheduler}", flush=True)
+    with _dask_client(args) as client:
+        result = distributed.sweep(build, grid, data, client=client, seeds=args.seeds,
+                                   progress=not args.no_progress)
+    _print_sweep(result, ["lr", "batch_size"])
+    result.to_csv(args.csv)
+    print(f"wrote {len(result.records)} rows to {args.csv}")
+    if args.save_best and result.best is not None:
+        result.best.save(args.save_best)
+        print(f"saved the best model to {args.save_best}")
+    return 0 if result.best is not None else 1
+
+
+def _dask_client(args):
+    """The client for --scheduler: a LocalCluster of --workers processes,
+    or the scheduler's address or 'serial' as they are (sweep connects)."""
+    from contextlib import contextmanager, nullcontext
+
+    if args.scheduler != "local":
+        return nullcontext(args.scheduler)
+
+    @contextmanager
+    def local():
+        from fastcnn.distributed import _import_distributed
+
+        distributed = _import_distributed()
+        with distributed.LocalCluster(n_workers=args.workers,
+                                      threads_per_worker=args.threads_per_worker,
+                                      dashboard_address=":0") as cluster, \
+                distributed.Client(cluster) as client:
+            yield client
+    return local()
+
+
+def _print_sweep(result, keys):
+    """Each point's runs, the mean test error over its seeds, and the best."""
+    best = result.best_record
+    print(" ".join(f"{k:>10}" for k in keys) + "  seed  status    final loss  test error  seconds")
+    for run in result.records:
+        mark = "  <- best" if run is best else ""
+        print(" ".join(f"{run.point[k]:>10g}" for k in keys)
+              + f"  {run.seed:>4}  {run.status:<8}  {run.final_loss:>10.5f}  "
+              f"{run.test_error:>10.4f}  {run.seconds:>7.2f}{mark}")
+    if best is None:
+        print("every run diverged: try smaller learning rates")
+        return
+    means = {}
+    for run in result.records:
+        means.setdefault(tuple(run.point[k] for k in keys), []).append(run.test_error)
+    point, errors = min(means.items(), key=lambda item: np.mean(item[1]))
+    print(f"best mean test error over seeds: {np.mean(errors):.4f} at "
+          + ", ".join(f"{k}={v:g}" for k, v in zip(keys, point)))
+    print(f"best run: test error {best.test_error:.4f} at "
+          + ", ".join(f"{k}={best.point[k]:g}" for k in keys) + f", seed {best.seed}")
 
 
 def cmd_info(args):

@@ -335,13 +335,7 @@ class Sequential:
         """Class probabilities (N, K): the softmax of the scores for a
         cross-entropy model; for the paper's squared error, the outputs as
         they are (sigmoids, not normalised)."""
-        scores = self.predict_scores(x, batch_size)
-        if self.loss == "cross_entropy":
-            from fastcnn import _activation
-            from fastcnn._threads import get_num_threads
-
-            _activation.softmax_forward(scores, scores, get_num_threads())
-        return scores
+        return scores_to_proba(self.predict_scores(x, batch_size), self.loss)
 
     def predict(self, x, batch_size=256):
         """Class ids (N,) int64: the index of the largest output for each image."""
@@ -371,11 +365,37 @@ class Sequential:
         return cls(_layers_from_config(config), config["input_shape"], dtype=config["dtype"],
                    loss=config.get("loss", "mse"))
 
+    def __reduce__(self):
+        # pickle (multiprocessing, Dask) holds what save() writes: the
+        # architecture and the flat parameters. Pickling the attributes would
+        # copy every layer's array on its own, so the layers' parameters would
+        # no longer be views into _flat_params and an optimiser step after
+        # unpickling would not reach them; it would also carry the buffers.
+        return (_unpickle, (self.get_config(), self._flat_params.copy(), self.stop_training))
+
     def save(self, path):
         """Write architecture and parameters to a .npz file (no pickle), atomically."""
         from fastcnn import io
 
         io.save(self, path)
+
+
+def scores_to_proba(scores, loss):
+    """Probabilities from a model's scores (N, K), in place: the softmax for
+    loss="cross_entropy", the scores themselves for "mse"."""
+    if loss == "cross_entropy":
+        from fastcnn import _activation
+        from fastcnn._threads import get_num_threads
+
+        _activation.softmax_forward(scores, scores, get_num_threads())
+    return scores
+
+
+def _unpickle(config, flat_params, stop_training):
+    model = Sequential.from_config(config)
+    model._flat_params[...] = flat_params
+    model.stop_training = stop_training
+    return model
 
 
 def _layers_from_config(config):

@@ -36,7 +36,7 @@ def test_paper_walkthrough_runs():
 PUBLIC_MODULES = ["fastcnn", "fastcnn.layers", "fastcnn.model", "fastcnn.training",
                   "fastcnn.callbacks", "fastcnn.optim", "fastcnn.losses", "fastcnn.io",
                   "fastcnn.datasets", "fastcnn.conv_algorithms", "fastcnn.interop",
-                  "fastcnn.plots", "fastcnn.bench", "fastcnn.models"]
+                  "fastcnn.plots", "fastcnn.bench", "fastcnn.models", "fastcnn.distributed"]
 
 
 def test_every_public_name_has_a_docstring():

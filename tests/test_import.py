@@ -7,7 +7,7 @@ import sys
 import tempfile
 
 HEAVY = ["scipy", "tqdm", "threadpoolctl", "urllib.request", "http.client", "matplotlib",
-         "torch", "asyncio"]
+         "torch", "asyncio", "dask", "distributed"]
 
 
 def test_import_brings_in_only_numpy():
@@ -16,3 +16,12 @@ def test_import_brings_in_only_numpy():
                        cwd=tempfile.gettempdir())
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [], f"import fastcnn imported {r.stdout.strip()}"
+
+
+def test_distributed_module_imports_dask_only_when_used():
+    # sweep(..., client="serial") works without Dask installed
+    code = "import sys, fastcnn.distributed; print('dask' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=tempfile.gettempdir())
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"

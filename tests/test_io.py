@@ -176,3 +176,25 @@ def test_save_creates_missing_directories_and_refuses_a_directory(tmp_path):
     assert fastcnn.load(tmp_path / "a" / "b" / "model.npz").num_parameters() == 3898
     with pytest.raises(IsADirectoryError, match="is a directory"):
         m.save(tmp_path / "a")
+
+
+def test_pickle_is_the_saved_model_and_trains_on(rng):
+    """pickle (multiprocessing, Dask) keeps what save() keeps; the copy's
+    layers still see its flat parameters, so training it goes on exactly as
+    training the original would."""
+    import pickle
+
+    x, y = rng.random((40, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 40)
+    m = fastcnn.models.lenet5(seed=1, algorithm="im2col")
+    m.fit(x, y, batch_size=10, progress=False)
+    data = pickle.dumps(m)
+    assert len(data) < 2 * m._flat_params.nbytes  # no activations or buffers
+    c = pickle.loads(data)
+    assert c.get_config() == m.get_config() and list(c.params) == list(m.params)
+    for name, p in c.params.items():
+        np.testing.assert_array_equal(p, m.params[name])
+        assert np.shares_memory(p, c._flat_params)
+    m.fit(x, y, batch_size=10, seed=5, progress=False)
+    c.fit(x, y, batch_size=10, seed=5, progress=False)
+    np.testing.assert_array_equal(c._flat_params, m._flat_params)
+    assert not np.array_equal(c._flat_params, pickle.loads(data)._flat_params)

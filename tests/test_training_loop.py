@@ -233,3 +233,19 @@ def test_progress_bar_on_a_terminal(data, monkeypatch, capsys):
     assert "img/s" in err and "loss=" in err and "smoothed=" in err
     fastcnn.seed_cnn().fit(x, y, epochs=1, batch_size=20, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_unaligned_images_train_the_same(data):
+    """Arrays from pickled buffers (Dask, joblib) may start at an address that
+    is no multiple of 4; fit gathers their batches as bytes, to the same bits."""
+    x, y = data[:2]
+    raw = np.empty(x.nbytes + 64, np.uint8)
+    start = (-raw.ctypes.data) % 64 + 2
+    shifted = np.ndarray(x.shape, x.dtype, buffer=raw, offset=start)
+    shifted[...] = x
+    assert not shifted.flags.aligned
+    a, b = fastcnn.seed_cnn(seed=2), fastcnn.seed_cnn(seed=2)
+    ha = a.fit(x, y, batch_size=7, epochs=2, progress=False)
+    hb = b.fit(shifted, y, batch_size=7, epochs=2, progress=False)
+    assert ha.loss == hb.loss
+    np.testing.assert_array_equal(a._flat_params, b._flat_params)

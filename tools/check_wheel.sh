@@ -14,7 +14,7 @@
 #   4. its Requires-Dist: numpy and tqdm, and nothing else outside extras;
 #   5. a new virtual environment with the repaired wheel and the test
 #      requirements (pytest, hypothesis, pytest-benchmark, threadpoolctl,
-#      pillow; not torch, matplotlib or scipy: their tests skip);
+#      pillow, dask; not torch, matplotlib or scipy: their tests skip);
 #   6. a copy of tests/ (with docs/*.md and pyproject.toml, for the doc
 #      snippets and the pytest settings) run from a temporary directory, with
 #      -m "not slow", against the installed wheel, which must have OpenMP;
@@ -41,7 +41,8 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=$("${PYTHON:-python3}" -c 'import sys; print(sys.executable)')
 max_wheel_bytes=2000000
 max_import_seconds=${CHECK_WHEEL_MAX_IMPORT_S:-0.2}
-test_requirements=("pytest>=7" "hypothesis>=6" "pytest-benchmark>=4" "threadpoolctl>=3" "pillow>=9")
+test_requirements=("pytest>=7" "hypothesis>=6" "pytest-benchmark>=4" "threadpoolctl>=3" "pillow>=9"
+                   "dask[array,distributed]>=2025.1")
 
 say() { printf 'check_wheel.sh: %s\n' "$*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
