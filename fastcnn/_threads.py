@@ -8,11 +8,14 @@ always runs one thread. Results are identical for every count.
 """
 
 import os
+import threading
 import warnings
+from contextlib import contextmanager
 
 from fastcnn import _openmp
 
 _requested = None  # set by set_num_threads / FASTCNN_NUM_THREADS
+_this_thread = threading.local()  # a count for the calling thread only (threads_here)
 
 
 def _usable_cpus():
@@ -45,9 +48,27 @@ def get_num_threads():
     """The number of threads the kernels will use."""
     if not _openmp.openmp_enabled():
         return 1
+    here = getattr(_this_thread, "n", None)
+    if here is not None:
+        return here
     if _requested is not None:
         return _requested
     return max(1, min(_openmp.max_threads(), _usable_cpus()))
+
+
+@contextmanager
+def threads_here(n):
+    """Kernels called from this Python thread use `n` threads inside the
+    block (None: no change); other threads, and this one after it, keep
+    their setting. For jobs that run side by side in one process (Dask
+    tasks on a worker's threads)."""
+    before = getattr(_this_thread, "n", None)
+    if n is not None:
+        _this_thread.n = _check_count(n, "the number of threads")
+    try:
+        yield
+    finally:
+        _this_thread.n = before
 
 
 def _read_environment():

@@ -54,7 +54,7 @@ def _list_of(kind):
         if not values:
             raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
         if len(set(values)) != len(values):
-            raise argparse.ArgumentTypeError(f"{text!r} has repeats")
+            raise argparse.ArgumentTypeError(f"{text!r} has repeats; give each value once")
         return values
     return parse
 
@@ -407,8 +407,8 @@ def cmd_sweep(args):
         _check_writable(option, path)
     local = args.scheduler == "local"
     if not local and (args.workers is not None or args.threads_per_worker != 1):
-        raise ValueError("--workers and --threads-per-worker set up a local cluster; "
-                         f"with --scheduler {args.scheduler} the cluster is already made")
+        raise ValueError("--workers and --threads-per-worker set up the cluster of --scheduler "
+                         f"local; they do not apply to --scheduler {args.scheduler}")
     x, y = datasets.load(args.dataset, "train", data_dir=args.data_dir, dtype=args.dtype)
     x_test, y_test = datasets.load(args.dataset, "test", data_dir=args.data_dir, dtype=args.dtype)
     data = (x[:args.train_images], y[:args.train_images],
@@ -470,12 +470,15 @@ def _print_sweep(result, keys):
     if best is None:
         print("every run diverged: try smaller learning rates")
         return
-    means = {}
+    errors = {}
     for run in result.records:
-        means.setdefault(tuple(run.point[k] for k in keys), []).append(run.test_error)
-    point, errors = min(means.items(), key=lambda item: np.mean(item[1]))
-    print(f"best mean test error over seeds: {np.mean(errors):.4f} at "
-          + ", ".join(f"{k}={v:g}" for k, v in zip(keys, point)))
+        errors.setdefault(tuple(run.point[k] for k in keys), []).append(run.test_error)
+    # a point whose runs did not all finish has no mean
+    means = {point: float(np.mean(e)) for point, e in errors.items() if not np.isnan(e).any()}
+    if means:
+        point = min(means, key=means.get)
+        print(f"best mean test error over seeds: {means[point]:.4f} at "
+              + ", ".join(f"{k}={v:g}" for k, v in zip(keys, point)))
     print(f"best run: test error {best.test_error:.4f} at "
           + ", ".join(f"{k}={best.point[k]:g}" for k in keys) + f", seed {best.seed}")
 

@@ -26,6 +26,7 @@ import itertools
 import math
 import mmap
 import os
+import pickle
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -39,7 +40,7 @@ from fastcnn._validate import check_images, check_int, check_labels, check_targe
 from fastcnn.model import Sequential
 from fastcnn.optim import SGD, Adam
 
-__all__ = ["FIT_KEYS", "Run", "SweepResult", "expand_grid", "predict", "sweep"]
+__all__ = ["FIT_KEYS", "Run", "SweepError", "SweepResult", "expand_grid", "predict", "sweep"]
 
 # Grid keys that go to the training run; every other key goes to build().
 FIT_KEYS = ("lr", "batch_size", "epochs", "optimizer", "momentum", "weight_decay")
@@ -120,7 +121,7 @@ def _check_seeds(seeds):
         raise ValueError("seeds is empty: give at least one seed")
     seeds = [check_int(s, "each seed", minimum=0) for s in seeds]
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds has repeats: {seeds}")
+        raise ValueError(f"seeds has repeats: {seeds}; give each seed once")
     return seeds
 
 
@@ -152,22 +153,16 @@ def _worker_threads():
 
 @contextmanager
 def _kernel_threads(threads, exclusive):
-    """Run fastcnn's kernels with `threads` threads. None: on a Dask worker,
-    as many as the worker has, one job at a time in the process; here, the
-    current setting. `exclusive` takes the process's job lock anyway. A
-    worker process is ours to set; this one gets its setting back."""
+    """Run fastcnn's kernels from this thread with `threads` threads. None:
+    on a Dask worker, as many as the worker has, one such job at a time in
+    the process; here, the current setting. `exclusive` takes the process's
+    job lock anyway. Only this thread's count changes (threads_here): runs
+    side by side in one process do not change each other's."""
     on_worker = _worker_threads()
     if threads is None and on_worker is not None:
         threads, exclusive = on_worker, True
-    with _exclusive if exclusive else nullcontext():
-        before = _threads._requested
-        if threads is not None:
-            _threads.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            if on_worker is None:
-                _threads._requested = before
+    with _exclusive if exclusive else nullcontext(), _threads.threads_here(threads):
+        yield
 
 
 # -------------------------------------------------------------------- sweep
@@ -219,7 +214,7 @@ class Run:
         """One flat dict for a table: the point, the seed and the results."""
         return dict(self.point, seed=self.seed, status=self.status, final_loss=self.final_loss,
                     test_error=self.test_error, seconds=round(self.seconds, 3),
-                    threads=self.threads, worker=self.worker)
+                    threads=self.threads, worker=self.worker, message=self.message)
 
 
 def _score(run):
@@ -279,8 +274,10 @@ def _check_data(data):
                         + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""))
     data = tuple(data) + (None, None) * (len(data) == 2)
     for name, a in zip(("x", "y", "x_test", "y_test"), data):
-        if a is not None and not hasattr(a, "shape"):
-            raise TypeError(f"data's {name} must be a NumPy array, got {type(a).__name__}")
+        if a is not None and not isinstance(a, np.ndarray):
+            raise TypeError(f"data's {name} must be a NumPy array, got {type(a).__name__}"
+                            + (" (for a Dask array, compute it or pass a function that loads "
+                               "the data on the workers)" if hasattr(a, "dask") else ""))
     for (nx, x), (ny, y) in ((("x", data[0]), ("y", data[1])),
                              (("x_test", data[2]), ("y_test", data[3]))):
         if x is not None and len(x) != len(y):
@@ -333,31 +330,34 @@ def _build(build, model_args, seed):
 
 
 def _check_build(build, points, seeds, data):
-    """Build the model of every distinct set of build arguments here, before
-    any task is sent: a bad argument or architecture is reported at once."""
+    """Before any task is sent, so that a mistake is reported at once: build
+    the model of every distinct set of build arguments here, check the data
+    against it, and make every point's optimiser and run arguments."""
     if not callable(build):
         raise TypeError(f"build must be a function returning a model (e.g. "
                         f"fastcnn.models.lenet5), got {build!r}")
-    seen = []
+    built = []  # (build arguments, model): arguments may not be hashable
     for point in points:
         model_args, fit_args = _split_point(point)
-        if model_args in seen:
-            continue
-        seen.append(model_args)
-        try:
-            model = _build(build, model_args, seeds[0])
-        except TypeError as e:
-            raise TypeError(f"build(seed={seeds[0]}, **{model_args}) failed: {e}; grid keys "
-                            f"other than {FIT_KEYS} are passed to build") from None
+        model = next((m for args, m in built if args == model_args), None)
+        if model is None:
+            try:
+                model = _build(build, model_args, seeds[0])
+            except TypeError as e:
+                raise TypeError(f"build(seed={seeds[0]}, **{model_args}) failed: {e}; grid "
+                                f"keys other than {FIT_KEYS} are passed to build") from e
+            built.append((model_args, model))
+            if not callable(data):
+                x, y, x_test, y_test = data
+                check_images(x, model.input_shape, model.dtype, copy_dtype=False)
+                check_targets(y, len(x), model._classes(), model.dtype)
+                if x_test is not None:
+                    check_images(x_test, model.input_shape, model.dtype, name="x_test",
+                                 copy_dtype=False)
+                    check_labels(y_test, len(x_test), model._classes(), name="y_test")
         _optimizer(model, fit_args)
-        if not callable(data):
-            x, y, x_test, y_test = data
-            check_images(x, model.input_shape, model.dtype, copy_dtype=False)
-            check_targets(y, len(x), model._classes(), model.dtype)
-            if x_test is not None:
-                check_images(x_test, model.input_shape, model.dtype, name="x_test",
-                             copy_dtype=False)
-                check_labels(y_test, len(x_test), model._classes(), name="y_test")
+        for key, default in (("epochs", 1), ("batch_size", 50)):
+            check_int(fit_args.get(key, default), f"grid[{key!r}]")
 
 
 @contextmanager
@@ -414,10 +414,10 @@ def sweep(build, grid, data, client=None, *, seeds=1, threads=None, progress=Fal
         every other key is an argument of build. The learning rate defaults
         to 1.0 for SGD (the paper's alpha) and 1e-3 for Adam.
     data : (x, y) or (x, y, x_test, y_test), or a function returning one
-        Training images and labels as fit takes them, and test data for the
-        test error. Arrays are sent to every worker once (scattered with
-        broadcast=True); a function is called on each worker per run
-        instead, for data the workers can load themselves.
+        Training images and labels as fit takes them (NumPy arrays), and
+        test data for the test error. Arrays are sent to every worker once
+        (scattered with broadcast=True); a function is called by each run
+        on its worker instead, for data the workers can load themselves.
     client : distributed.Client, str or None
         A Client; a scheduler address ("tcp://host:8786"), connected to for
         this call; "local", a LocalCluster of this machine's cores for this
@@ -429,8 +429,9 @@ def sweep(build, grid, data, client=None, *, seeds=1, threads=None, progress=Fal
         Kernel threads per run. Default: as many as the run's worker has,
         with one run at a time per worker process (so several runs never
         share a core); here, the current setting. With threads=1 a worker
-        runs as many at once as it has threads. The results are the same
-        bit for bit either way.
+        runs as many at once as it has threads. Only the run's own thread
+        is set, not the process's setting. The results are the same bit for
+        bit either way.
     progress : bool
         A progress bar over the runs (tqdm).
 
@@ -440,9 +441,18 @@ def sweep(build, grid, data, client=None, *, seeds=1, threads=None, progress=Fal
         (records, best): a Run per grid point and seed in grid order (seeds
         innermost), and the best run's model. A run whose loss became NaN or
         infinite is recorded with status "diverged"; any other error in a run
-        stops the sweep and is raised here. A worker that dies mid-run (its
-        process killed, its machine lost) costs only time: Dask runs its
-        tasks again elsewhere, and the records are the same.
+        stops the sweep with a SweepError whose .records holds the runs that
+        had finished. A worker that dies mid-run (its process killed, its
+        machine lost) costs only time: Dask runs its tasks again elsewhere,
+        and the records are the same. (Dask gives up on a task, KilledWorker,
+        after it has been on distributed.scheduler.allowed-failures workers
+        that died, 3 by default.)
+
+    Runs wait for a worker's lock, not in Dask's queue, when a worker has
+    more threads than one run at a time may use (threads=None): Dask cannot
+    move those to idle workers, so for sweeps give workers one thread each
+    (`dask worker ADDRESS --nthreads 1 --nworkers N`, Dask's default on
+    small machines), or pass threads=1.
     """
     points = expand_grid(grid)
     seeds = _check_seeds(seeds)
@@ -473,9 +483,29 @@ def sweep(build, grid, data, client=None, *, seeds=1, threads=None, progress=Fal
     return SweepResult(records, best)
 
 
+class SweepError(RuntimeError):
+    """A run of a sweep failed (other than by diverging). `records` holds
+    what the sweep had: the Run of every run that finished, None for the
+    others, in grid order."""
+
+    def __init__(self, message, records):
+        super().__init__(message)
+        self.records = records
+
+
+# how long a sweep waits for a scheduler's first worker
+WORKER_WAIT_SECONDS = 60
+
+
 def _sweep_on(client, build, runs, data, threads, bar):
     from distributed import as_completed
 
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT_SECONDS)
+    except TimeoutError:
+        raise TimeoutError(f"no Dask worker joined the scheduler at {client.scheduler.address} "
+                           f"in {WORKER_WAIT_SECONDS} s; start some with `dask worker "
+                           f"{client.scheduler.address}`") from None
     if not callable(data):
         # a fresh key: a sweep right after another on the same data must not
         # find the first one's key on its way out of the cluster
@@ -491,8 +521,11 @@ def _sweep_on(client, build, runs, data, threads, bar):
                 records[i] = future.result()
             except Exception as e:
                 point, seed = runs[i]
-                raise RuntimeError(f"the run of {point} with seed {seed} failed: "
-                                   f"{type(e).__name__}: {e}") from e
+                done = sum(r is not None for r in records)
+                raise SweepError(f"the run of {point} with seed {seed} failed: "
+                                 f"{type(e).__name__}: {e} ({done} of {len(runs)} runs had "
+                                 f"finished; their records are in this error's .records)",
+                                 records) from e
             bar.update()
     finally:
         client.cancel([f for f in futures if not f.done()])
@@ -513,13 +546,17 @@ class _FileRows:
 
     def __getitem__(self, key):
         try:
-            rows = np.memmap(self.path, self.dtype, "r", offset=self.offset, shape=self.shape)
-        except (OSError, ValueError) as e:
+            changed = os.stat(self.path).st_mtime_ns != self._stamp
+            rows = None if changed else np.memmap(self.path, self.dtype, "r",
+                                                  offset=self.offset, shape=self.shape)
+        except (FileNotFoundError, PermissionError) as e:
             raise FileNotFoundError(
                 f"cannot read the images from {self.path} on this machine ({e}): a memory-"
                 "mapped array is read by the workers from its file, which must be on a "
                 "filesystem they share; pass a Dask array otherwise") from None
-        if os.stat(self.path).st_mtime_ns != self._stamp:
+        except ValueError:  # shorter than when predict() saw it
+            changed = True
+        if changed:
             raise RuntimeError(f"{self.path} changed after predict() was called; call it again")
         return np.array(rows[key])
 
@@ -542,27 +579,44 @@ def _file_rows(images):
     return _FileRows(images.filename, offset, images.dtype, images.shape)
 
 
-def _as_dask_images(images, model, chunk_size):
+def _as_dask_images(images, model, chunk_size, client):
     import dask.array as da
 
     if isinstance(images, da.Array):
         x = images
     elif isinstance(images, np.ndarray):
+        _check_image_shape(images, model)  # before anything is sent anywhere
+        if images.shape[0] == 0:
+            raise ValueError(f"images is empty: shape {images.shape}; expected at least one")
+        rows = chunk_size or _rows_per_chunk(images)
         source = _file_rows(images)
-        if source is None:
-            source = np.ascontiguousarray(images)
-        x = da.from_array(source, chunks=(chunk_size or _rows_per_chunk(images),) + images.shape[1:])
+        if source is None and client is not None:
+            # straight to the workers, chunk by chunk: in the graph they would
+            # all pass through the scheduler
+            starts = range(0, images.shape[0], rows)
+            parts = client.scatter([np.ascontiguousarray(images[a:a + rows]) for a in starts],
+                                   hash=False)
+            x = da.concatenate([da.from_delayed(part, (min(rows, images.shape[0] - a),)
+                                                + images.shape[1:], images.dtype)
+                                for a, part in zip(starts, parts)])
+        else:
+            x = da.from_array(np.ascontiguousarray(images) if source is None else source,
+                              chunks=(rows,) + images.shape[1:])
     else:
         raise TypeError(f"images must be a Dask array or a NumPy array (N, C, H, W), "
                         f"got {type(images).__name__}")
+    _check_image_shape(x, model)
+    x = x.rechunk({1: -1, 2: -1, 3: -1} if chunk_size is None or not isinstance(images, da.Array)
+                  else {0: chunk_size, 1: -1, 2: -1, 3: -1})
+    return x
+
+
+def _check_image_shape(x, model):
     if x.ndim != 4 or tuple(x.shape[1:]) != model.input_shape:
         raise ValueError(f"images must have shape (N, {', '.join(map(str, model.input_shape))}) "
                          f"for this model, got {tuple(x.shape)}")
     if x.dtype.kind != "f":
         raise TypeError(f"images must be floating point (float32 or float64), got {x.dtype}")
-    x = x.rechunk({1: -1, 2: -1, 3: -1} if chunk_size is None or not isinstance(images, da.Array)
-                  else {0: chunk_size, 1: -1, 2: -1, 3: -1})
-    return x
 
 
 def _rows_per_chunk(images):
@@ -571,6 +625,8 @@ def _rows_per_chunk(images):
 
 
 def _scores_block(block, model, batch_size, threads):
+    if block.shape[0] == 0:  # Dask arrays may have empty blocks (after a mask)
+        return np.empty((0,) + model.output_shape, model.dtype)
     with _kernel_threads(threads, exclusive=True):
         return model.predict_scores(block, batch_size)
 
@@ -594,12 +650,16 @@ def predict(model, images, client=None, *, proba=False, chunk_size=None, batch_s
     ----------
     model : fastcnn.Sequential
         Sent to the workers once: scattered (broadcast) through `client`, or,
-        without one, a single key of the graph that every block refers to.
+        without one, a single key of the graph that every block refers to;
+        either way a copy as it is now, so training it further does not
+        change the result.
     images : dask.array.Array or numpy.ndarray, (N, C, H, W) floating point
         A NumPy array is split into chunks of `chunk_size` images. A memory-
         mapped one (np.load(path, mmap_mode="r")) is read by the workers from
         its file, which must then be on a filesystem they share; any other
-        array goes to the workers chunk by chunk with the tasks.
+        is scattered to the workers chunk by chunk when predict is called
+        (a worker lost before the compute loses its chunks: for work that
+        must survive that, use a file or a Dask array).
     client : distributed.Client or None
         The client whose workers get the model; None: the Client made last in
         this process, if any, else the model stays in the graph (Dask's local
@@ -641,10 +701,12 @@ def predict(model, images, client=None, *, proba=False, chunk_size=None, batch_s
     if isinstance(client, str):
         raise TypeError("predict returns lazy arrays, computed after it returns: pass a "
                         f"distributed.Client (or None), not {client!r}")
-    x = _as_dask_images(images, model, chunk_size)
     with _connect(client) as c:
+        x = _as_dask_images(images, model, chunk_size, c)
+        # a copy, as it is now, either way: training the model further does
+        # not change what these arrays compute
         shared = (c.scatter(model, broadcast=True, hash=False) if c is not None
-                  else dask.delayed(model, pure=True))
+                  else dask.delayed(pickle.loads(pickle.dumps(model)), pure=False))
     # meta: the type of each block, which Dask would otherwise find by
     # calling the functions on empty arrays (and a model not yet here)
     k = model.output_shape[0]

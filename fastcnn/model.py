@@ -371,7 +371,8 @@ class Sequential:
         # copy every layer's array on its own, so the layers' parameters would
         # no longer be views into _flat_params and an optimiser step after
         # unpickling would not reach them; it would also carry the buffers.
-        return (_unpickle, (self.get_config(), self._flat_params.copy(), self.stop_training))
+        return (_unpickle, (type(self), self.get_config(), self._flat_params.copy(),
+                            self.stop_training))
 
     def save(self, path):
         """Write architecture and parameters to a .npz file (no pickle), atomically."""
@@ -391,8 +392,8 @@ def scores_to_proba(scores, loss):
     return scores
 
 
-def _unpickle(config, flat_params, stop_training):
-    model = Sequential.from_config(config)
+def _unpickle(cls, config, flat_params, stop_training):
+    model = cls.from_config(config)
     model._flat_params[...] = flat_params
     model.stop_training = stop_training
     return model

@@ -160,7 +160,7 @@ def test_to_csv(data, tmp_path):
     with open(path) as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["lr", "batch_size", "seed", "status", "final_loss", "test_error",
-                             "seconds", "threads", "worker"]
+                             "seconds", "threads", "worker", "message"]
     assert [(float(r["lr"]), int(r["batch_size"]), int(r["seed"])) for r in rows] == [
         (1.0, 25, 0), (1.0, 25, 1), (1.0, 50, 0), (1.0, 50, 1)]
     for row, rec in zip(rows, result.records):
@@ -175,6 +175,9 @@ def test_to_csv(data, tmp_path):
     (dict(grid={"activation": ["relu"]}), TypeError, "passed to build"),
     (dict(grid={"optimizer": "rmsprop"}), ValueError, "optimizer must be one of"),
     (dict(grid={"optimizer": "adam", "momentum": 0.9}), ValueError, "Adam has betas"),
+    (dict(grid={"epochs": [1, 0]}), ValueError, "epochs"),
+    (dict(grid={"batch_size": 2.5}), TypeError, "batch_size"),
+    (dict(grid={"lr": [1.0, -1.0]}), ValueError, "lr"),
     (dict(data=(1, 2, 3)), TypeError, "data must be"),
     (dict(data="images.npy"), TypeError, "data must be"),
     (dict(data=(np.zeros((5, 1, 28, 28)), np.zeros(4, int))), ValueError, "5 images but y 4"),
@@ -194,6 +197,26 @@ def test_sweep_refuses_bad_arguments(data, kwargs, error, text):
     args.update(kwargs)
     with pytest.raises(error, match=text):
         fd.sweep(**args)
+
+
+def test_bad_run_arguments_are_refused_before_any_run(data):
+    calls = []
+
+    def build(seed):
+        calls.append(seed)
+        return fastcnn.seed_cnn(seed=seed)
+
+    for grid in ({"lr": [1.0], "epochs": [2, 0]}, {"lr": [1.0, -2.0]}):
+        calls.clear()
+        with pytest.raises(ValueError):
+            fd.sweep(build, grid, data, client="serial", seeds=2)
+        assert calls == [0]  # the check's build only: no run started
+
+
+def test_threads_apply_to_the_run_not_the_process(data):
+    before = fastcnn.get_num_threads()
+    records = fd.sweep(fastcnn.seed_cnn, {"lr": [1.0]}, data, client="serial", threads=1).records
+    assert records[0].threads == 1 and fastcnn.get_num_threads() == before
 
 
 def test_unreachable_scheduler_is_a_clear_error(data):
@@ -242,10 +265,33 @@ def test_threads_per_run_follow_the_worker(data):
     _same_records(records, records1)
 
 
-def test_an_error_in_a_run_names_it(client, data):
-    with pytest.raises(RuntimeError, match=r"the run of \{'lr': 1.0\} with seed 1 failed: "
-                                           r"ValueError: broken on a worker"):
+def test_an_error_in_a_run_names_it_and_keeps_the_others(client, data):
+    with pytest.raises(fd.SweepError, match=r"the run of \{'lr': 1.0\} with seed 1 failed: "
+                                            r"ValueError: broken on a worker") as e:
         fd.sweep(_fail_on_workers, {"lr": [1.0]}, data, client=client, seeds=2)
+    assert len(e.value.records) == 2 and e.value.records[1] is None
+    first = e.value.records[0]
+    if first is not None:  # it may have been cancelled before it finished
+        serial = fd.sweep(fastcnn.seed_cnn, {"lr": [1.0]}, data, client="serial")
+        assert first.same_result(serial.records[0])
+
+
+def test_a_scheduler_without_workers_is_a_clear_error(data, monkeypatch):
+    monkeypatch.setattr(fd, "WORKER_WAIT_SECONDS", 1)
+    with distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1",
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as c:
+        with pytest.raises(TimeoutError, match="no Dask worker joined the scheduler"):
+            fd.sweep(fastcnn.seed_cnn, {"lr": [1.0]}, data, client=c)
+
+
+def test_client_local_starts_and_stops_a_cluster(data):
+    serial = fd.sweep(fastcnn.seed_cnn, {"lr": [1.0]}, data, client="serial", seeds=2)
+    result = fd.sweep(fastcnn.seed_cnn, {"lr": [1.0]}, data, client="local", seeds=2)
+    _same_records(serial.records, result.records)
+    assert all(r.worker.startswith("tcp://") for r in result.records)
+    assert distributed.client._get_global_client() is None or \
+        distributed.client._get_global_client().status != "running"
 
 
 def _fail_on_workers(seed):
@@ -332,6 +378,8 @@ def test_predict_scatters_the_model_once(client, trained):
     [key] = shared
     assert key not in graph
     assert len(client.who_has()[key]) == len(client.scheduler_info()["workers"]) == 2
+    # nor the images: they went to the workers, chunk by chunk
+    assert len(pickle.dumps(graph)) < x.nbytes // 10
     np.testing.assert_array_equal(labels.compute(), model.predict(x))
 
 
@@ -357,6 +405,14 @@ def test_predict_memory_mapped_file_is_read_by_the_workers(client, trained, tmp_
     os.utime(path, ns=(1, 1))
     with pytest.raises(RuntimeError, match="changed after predict"):
         labels.compute()
+    # a file cut short behind the same modification time, too
+    labels = fd.predict(model, np.load(path, mmap_mode="r"), client=client, chunk_size=256)
+    stamp = os.stat(path).st_mtime_ns
+    os.truncate(path, os.path.getsize(path) // 2)
+    os.utime(path, ns=(stamp, stamp))
+    with pytest.raises(RuntimeError, match="changed after predict"):
+        labels.compute()
+    np.save(path, x)
     # one the workers cannot open says why
     labels = fd.predict(model, np.load(path, mmap_mode="r"), client=client, chunk_size=256)
     path.unlink()
@@ -373,12 +429,38 @@ def test_predict_without_a_cluster(trained):
     np.testing.assert_array_equal(proba.compute(), model.predict_proba(x))
 
 
+def test_predict_uses_the_model_as_it_was_when_called(client, trained):
+    model = pickle.loads(pickle.dumps(trained["mse"]))
+    x, y = _images(400, 10)
+    before = model.predict(x)
+    lazy = [fd.predict(model, x, chunk_size=100), fd.predict(model, x, client=client)]
+    model.fit(x, y, lr=5.0, progress=False)
+    assert not np.array_equal(model.predict(x), before)
+    for labels in lazy:
+        np.testing.assert_array_equal(labels.compute(), before)
+
+
+def test_predict_empty_and_unknown_size_blocks(client, trained):
+    model = trained["mse"]
+    x, _ = _images(300, 11)
+    images = da.from_array(x, chunks=(50, 1, 28, 28))
+    bright = images.mean(axis=(1, 2, 3)) > 0.5  # some blocks keep nothing
+    picked = images[bright]
+    assert np.isnan(picked.shape[0])
+    keep = x.mean(axis=(1, 2, 3)) > 0.5
+    np.testing.assert_array_equal(fd.predict(model, picked, client=client).compute(),
+                                  model.predict(x[keep]))
+    nothing = images[images.mean(axis=(1, 2, 3)) > 2]
+    assert fd.predict(model, nothing, client=client).compute().shape == (0,)
+
+
 def test_predict_refuses_bad_input(trained):
     model = trained["mse"]
     x, _ = _images(10, 0)
     cases = [
         (dict(images=x[:, :, :20]), ValueError, r"shape \(N, 1, 28, 28\)"),
         (dict(images=x[0]), ValueError, "shape"),
+        (dict(images=x[:0]), ValueError, "empty"),
         (dict(images=(x * 255).astype(np.uint8)), TypeError, "floating point"),
         (dict(images=x.tolist()), TypeError, "Dask array or a NumPy array"),
         (dict(model="model.npz"), TypeError, "fastcnn.Sequential"),
@@ -426,12 +508,30 @@ def test_cli_sweep_on_an_existing_cluster_equals_serial(cluster, tmp_path):
     assert best.num_parameters() == 3898
 
 
+def test_cli_sweep_reports_a_diverged_run(tmp_path):
+    data = tmp_path / "data"
+    write_split(data, 100, "train")
+    write_split(data, 30, "test", rng=np.random.default_rng(1))
+    out = tmp_path / "sweep.csv"
+    r = run_cli("sweep", "--model", "lenet5", "--optimizer", "sgd", "--lr", "1e30,0.01",
+                "--seeds", "2", "--dataset", "mnist", "--data-dir", str(data),
+                "--scheduler", "serial", "--csv", str(out))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("diverged") == 2
+    assert "best mean test error over seeds" in r.stdout and "at lr=0.01" in r.stdout
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert [row["status"] for row in rows] == ["diverged", "diverged", "ok", "ok"]
+    assert "try a smaller learning rate" in rows[0]["message"]
+
+
 @pytest.mark.parametrize("args, status, text", [
     (["--lr", "0.1,x"], 2, "positive number"),
     (["--lr", "1,1"], 2, "repeats"),
     (["--batch-size", "0"], 2, "positive integer"),
     (["--seeds", "0"], 2, "positive integer"),
     (["--scheduler", "tcp://127.0.0.1:9", "--workers", "2"], 1, "--workers"),
+    (["--scheduler", "serial", "--threads-per-worker", "2"], 1, "do not apply"),
 ])
 def test_cli_sweep_errors(args, status, text):
     r = run_cli("sweep", *args)
