@@ -467,9 +467,12 @@ def sweep(build, grid, data, client=None, *, seeds=1, threads=None, progress=Fal
                                      disable=not progress) as bar:
         if c is None:
             data = _loaded(data)  # a loader is called once here
-            records = []
-            for point, seed in runs:
-                records.append(_train(build, point, seed, data, threads))
+            records = [None] * len(runs)
+            for i, (point, seed) in enumerate(runs):
+                try:
+                    records[i] = _train(build, point, seed, data, threads)
+                except Exception as e:
+                    raise _failed(runs, i, e, records) from e
                 bar.update()
         else:
             records = _sweep_on(c, build, runs, data, threads, bar)
@@ -491,6 +494,14 @@ class SweepError(RuntimeError):
     def __init__(self, message, records):
         super().__init__(message)
         self.records = records
+
+
+def _failed(runs, i, error, records):
+    point, seed = runs[i]
+    done = sum(r is not None for r in records)
+    return SweepError(f"the run of {point} with seed {seed} failed: {type(error).__name__}: "
+                      f"{error} ({done} of {len(runs)} runs had finished; their records are "
+                      f"in this error's .records)", records)
 
 
 # how long a sweep waits for a scheduler's first worker
@@ -520,12 +531,7 @@ def _sweep_on(client, build, runs, data, threads, bar):
             try:
                 records[i] = future.result()
             except Exception as e:
-                point, seed = runs[i]
-                done = sum(r is not None for r in records)
-                raise SweepError(f"the run of {point} with seed {seed} failed: "
-                                 f"{type(e).__name__}: {e} ({done} of {len(runs)} runs had "
-                                 f"finished; their records are in this error's .records)",
-                                 records) from e
+                raise _failed(runs, i, e, records) from e
             bar.update()
     finally:
         client.cancel([f for f in futures if not f.done()])

@@ -276,6 +276,19 @@ def test_an_error_in_a_run_names_it_and_keeps_the_others(client, data):
         assert first.same_result(serial.records[0])
 
 
+def test_a_failed_serial_run_keeps_the_others(data):
+    def build(seed):
+        if seed == 1:
+            raise ValueError("no model for seed 1")
+        return fastcnn.seed_cnn(seed=seed)
+
+    with pytest.raises(fd.SweepError, match="seed 1 failed: ValueError: no model for seed 1 "
+                                            r"\(1 of 3 runs had finished") as e:
+        fd.sweep(build, {"lr": [1.0]}, data, client="serial", seeds=3)
+    first, second, third = e.value.records
+    assert first.status == "ok" and second is None and third is None
+
+
 def test_a_scheduler_without_workers_is_a_clear_error(data, monkeypatch):
     monkeypatch.setattr(fd, "WORKER_WAIT_SECONDS", 1)
     with distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1",
