@@ -16,29 +16,18 @@ layers still compute the same results, slower, and say so once.
 import contextlib
 import warnings
 
-# threadpoolctl is imported on first use: most networks never need it
-_UNRESOLVED = object()
-ThreadpoolController = _UNRESOLVED
+from fastcnn import _optional
+
 _controller = None
 _warned = False
-
-
-def _resolve():
-    global ThreadpoolController
-    if ThreadpoolController is _UNRESOLVED:
-        try:
-            from threadpoolctl import ThreadpoolController as found
-        except ImportError:  # pragma: no cover - exercised where threadpoolctl is absent
-            found = None
-        ThreadpoolController = found
-    return ThreadpoolController
 
 
 @contextlib.contextmanager
 def single_threaded():
     """Within this block, NumPy's BLAS runs on one thread (if threadpoolctl is installed)."""
     global _controller, _warned
-    if _resolve() is None:
+    threadpoolctl = _optional.module("threadpoolctl")  # most networks never need it
+    if threadpoolctl is None:
         if not _warned:
             _warned = True
             warnings.warn(
@@ -49,6 +38,6 @@ def single_threaded():
         yield False
         return
     if _controller is None:
-        _controller = ThreadpoolController().select(user_api="blas")
+        _controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
     with _controller.limit(limits=1):
         yield True

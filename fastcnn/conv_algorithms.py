@@ -25,27 +25,16 @@ import threading
 
 import numpy as np
 
-from fastcnn import _activation, _blas, _conv, _im2col
+from fastcnn import _activation, _blas, _conv, _im2col, _optional
 from fastcnn._threads import get_num_threads
 
 ALGORITHMS = ("direct", "im2col", "fft", "auto")
 
-# SciPy's FFT is faster and runs transforms on several threads; it is looked
-# for on first use (importing it takes longer than importing fastcnn)
-_UNRESOLVED = object()
-_fft = _UNRESOLVED
-
 
 def _scipy_fft():
-    """scipy.fft, or None where SciPy is absent (then numpy.fft is used)."""
-    global _fft
-    if _fft is _UNRESOLVED:
-        try:
-            import scipy.fft as module
-        except ImportError:  # pragma: no cover - exercised where SciPy is absent
-            module = None
-        _fft = module
-    return _fft
+    """scipy.fft, which is faster and runs transforms on several threads, or
+    None where SciPy is absent (then numpy.fft is used)."""
+    return _optional.module("scipy.fft")
 
 
 def _activate_inplace(a, act, threads):

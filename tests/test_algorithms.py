@@ -118,7 +118,7 @@ def test_fft_sizes_have_small_prime_factors(monkeypatch):
                 r //= p
         assert r == 1
     # NumPy's FFT when SciPy is absent: the same answer
-    monkeypatch.setattr(conv_algorithms, "_fft", None)
+    monkeypatch.setattr(conv_algorithms, "_scipy_fft", lambda: None)
     assert conv_algorithms.fast_len(131) == 135
     check_against_oracle((2, 2, 3, 13, 11, 5, 3), "fft", "float64")
 
@@ -127,7 +127,7 @@ def test_without_threadpoolctl_results_are_the_same_and_it_says_so(monkeypatch, 
     expected = None
     for missing in (False, True):
         if missing:
-            monkeypatch.setattr(_blas, "ThreadpoolController", None)
+            monkeypatch.setattr(_blas._optional, "module", lambda name: None)
             monkeypatch.setattr(_blas, "_warned", False)
         layer, x, _ = layer_and_input((4, 2, 3, 10, 10, 3, 3), "im2col", "float64", seed=1)
         if missing:
