@@ -16,6 +16,7 @@ from fastcnn._openmp import openmp_enabled
 from fastcnn._simd import available_simd_paths, set_simd_path, simd_path
 from fastcnn._threads import get_num_threads, set_num_threads
 from fastcnn._version import __version__
+from fastcnn.gradient_check import gradcheck
 from fastcnn.io import load
 from fastcnn.layers import (
     Conv2D,
@@ -66,6 +67,7 @@ __all__ = [
     "callbacks",
     "datasets",
     "get_num_threads",
+    "gradcheck",
     "load",
     "models",
     "openmp_enabled",

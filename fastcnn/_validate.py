@@ -44,9 +44,68 @@ def check_int(value, name, minimum=1, maximum=None):
     return value
 
 
+def check_count(value, name):
+    """A count of things (threads, workers): an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)
+
+
 def check_size(value, name, minimum=1):
     """A size, stride or padding of a layer: an int the kernels can index with."""
     return check_int(value, name, minimum, INT_MAX)
+
+
+def check_choice(value, name, choices):
+    """value, if it is one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_bool(value, name):
+    """value, if it is True or False."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _check_real(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+def check_fraction(value, name):
+    """A number in [0, 1): a momentum, a beta, a dropout rate."""
+    value = _check_real(value, name)
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return value
+
+
+def check_nonnegative(value, name):
+    """A finite number >= 0: a weight decay, a least learning rate."""
+    value = _check_real(value, name)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def check_shape(shape, what):
+    """A shape: a tuple or list of sizes; TypeError saying `what` it must be
+    for anything else."""
+    try:
+        return tuple(check_size(s, "input_shape entries") for s in shape)
+    except TypeError:
+        if isinstance(shape, (tuple, list)):
+            raise
+        raise TypeError(f"{what}, got {shape!r}") from None
 
 
 def check_positive_float(value, name):

@@ -123,11 +123,16 @@ class FastcnnImpl(Implementation):
     def __init__(self, model, optimizer="sgd"):
         self.model = model
         self.opt = _OPTIMIZERS[optimizer](fastcnn, model)
+        self._workspace = None
 
     def step(self, x, t):
-        """One step on a batch (t one-hot): backprop, then the optimizer's update."""
-        loss = self.model._backprop(x, t)
-        self.opt.step()
+        """One step on a batch (t one-hot): backprop, then the optimizer's
+        update, as fit makes it (no checks, the arrays kept between steps)."""
+        if self._workspace is None or self._workspace.rows < len(x):
+            self._workspace = self.model.workspace(len(x), train=True)
+        with self.model.lock.writing():
+            loss = self.model.train_batch(x, t, self._workspace)
+            self.opt.step(threads=self._workspace.threads)
         return loss
 
     def epoch(self, x, y, batch_size=50, seed=0):

@@ -5,6 +5,9 @@ events, in order:
 
     on_train_begin(model, history)        history holds resumed epochs, if any
     on_epoch_begin(epoch, model)          epoch counts from 1
+    on_before_step(epoch, batch, loss, model)
+                                          after backprop, before the optimiser's
+                                          step: raising here stops without it
     on_batch_end(epoch, batch, loss, model)
     on_epoch_end(epoch, logs, model)      logs: see below
     on_train_end(model, history)          also after an interruption or an error
@@ -12,26 +15,41 @@ events, in order:
 `logs` of an epoch: {"epoch", "loss" (mean L of its batches), "smoothed_loss"
 (the last rL), "seconds" (training time), "val_error" (with validation data)}.
 A callback stops training after the current epoch by setting
-`model.stop_training = True`.
+`model.stop_training = True`. While fit runs, `callback.run` is its
+fastcnn.training.Run: the optimiser, the history, the shuffling generator.
+
+fit's own work around its loop is done by callbacks too, run before the
+ones it is given: DivergenceCheck, LearningRateSchedule (schedule=),
+ModelCheckpoint (checkpoint_dir=, resume=) and ProgressBar (progress=).
 """
 
-import csv
-import io as _stdio
+import json
 import math
+import os
+import sys
 
 import numpy as np
 
-from fastcnn.io import atomic_write
+from fastcnn import _modelfile
+from fastcnn._files import write_csv
+from fastcnn._validate import check_bool, check_choice, check_int, check_nonnegative
 
 
 class Callback:
     """Base class: every event does nothing."""
+
+    #: the fastcnn.training.Run of the fit in progress (set by fit)
+    run = None
 
     def on_train_begin(self, model, history):
         """Before the first epoch; history holds the epochs of a resumed fit."""
 
     def on_epoch_begin(self, epoch, model):
         """Before epoch `epoch` (counting from 1)."""
+
+    def on_before_step(self, epoch, batch, loss, model):
+        """After backprop of batch `batch` (from 1), before the optimiser's
+        step: `model.grads` hold its gradients, loss is its L."""
 
     def on_batch_end(self, epoch, batch, loss, model):
         """After the SGD step of batch `batch` (from 1) of `epoch`; loss is its L."""
@@ -41,6 +59,42 @@ class Callback:
 
     def on_train_end(self, model, history):
         """After the last epoch, and also when training stops on an error or Ctrl-C."""
+
+
+class DivergenceCheck(Callback):
+    """Stop with FloatingPointError as soon as training diverges: a batch
+    whose loss is NaN or infinite (before its step, so the parameters are
+    those before it), or an epoch whose last step left NaN or infinite
+    parameters (the other steps' are caught by the next loss)."""
+
+    def on_before_step(self, epoch, batch, loss, model):
+        self._batch = batch
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"training diverged in epoch {epoch}, batch {batch}: the loss is {loss}. The "
+                f"parameters are those before that batch; try a smaller learning rate "
+                f"(lr={self.run.optimizer.lr})")
+
+    def on_epoch_end(self, epoch, logs, model):
+        if not all(np.isfinite(p).all() for p in model.params.values()):
+            raise FloatingPointError(
+                f"training diverged in epoch {epoch}, batch {self._batch}: its step left "
+                f"parameters that are NaN or infinite; try a smaller learning rate "
+                f"(lr={self.run.optimizer.lr})")
+
+
+class LearningRateSchedule(Callback):
+    """Set the optimiser's learning rate at the start of every epoch to
+    schedule(epoch, initial rate) (fastcnn.optim.StepLR, CosineLR)."""
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+
+    def on_train_begin(self, model, history):
+        self._initial = self.run.optimizer.lr
+
+    def on_epoch_begin(self, epoch, model):
+        self.run.optimizer.lr = self.schedule(epoch, self._initial)
 
 
 class EarlyStopping(Callback):
@@ -62,14 +116,10 @@ class EarlyStopping(Callback):
     """
 
     def __init__(self, monitor="val_error", patience=3, min_delta=0.0, restore_best=True):
-        if monitor not in ("val_error", "loss"):
-            raise ValueError(f"monitor must be 'val_error' or 'loss', got {monitor!r}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
-        if not math.isfinite(min_delta) or min_delta < 0:
-            raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
-        self.monitor, self.patience, self.min_delta = monitor, patience, float(min_delta)
-        self.restore_best = restore_best
+        self.monitor = check_choice(monitor, "monitor", ("val_error", "loss"))
+        self.patience = check_int(patience, "patience")
+        self.min_delta = check_nonnegative(min_delta, "min_delta")
+        self.restore_best = check_bool(restore_best, "restore_best")
 
     def on_train_begin(self, model, history):
         self.best, self.best_epoch, self.stopped_epoch, self._wait = math.inf, 0, 0, 0
@@ -83,7 +133,7 @@ class EarlyStopping(Callback):
         if value < self.best - self.min_delta:
             self.best, self.best_epoch, self._wait = value, epoch, 0
             if self.restore_best:
-                self._best_params = model._flat_params.copy()
+                self._best_params = {name: p.copy() for name, p in model.params.items()}
         else:
             self._wait += 1
             if self._wait >= self.patience:
@@ -92,7 +142,9 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, model, history):
         if self.restore_best and self._best_params is not None and self.stopped_epoch:
-            model._flat_params[...] = self._best_params
+            with model.lock.writing():
+                for name, p in model.params.items():
+                    p[...] = self._best_params[name]
 
 
 class CSVLogger(Callback):
@@ -119,11 +171,142 @@ class CSVLogger(Callback):
         fields = ["epoch", "loss", "smoothed_loss", "seconds"]
         if any("val_error" in row for row in self._rows):
             fields.append("val_error")
-        text = _stdio.StringIO()
-        writer = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for row in self._rows:
-            writer.writerow({k: (repr(float(v)) if isinstance(v, (float, np.floating)) else v)
-                             for k, v in row.items()})
-        data = text.getvalue().encode()
-        atomic_write(self.path, lambda f: f.write(data))
+        write_csv(self.path, self._rows, fields)
+
+
+class ModelCheckpoint(Callback):
+    """Checkpoints of training, and resuming from them.
+
+    After every epoch the model is written to `directory/last.npz`, and to
+    `best.npz` when the epoch is the best so far (lowest validation error,
+    or lowest mean loss without validation data). Each file is an ordinary
+    model file (fastcnn.load reads it) that also holds the state of
+    training: the epochs done, the exact state of the shuffling generator,
+    the history, the optimiser's state and the arguments of fit. Files are
+    written atomically, so neither is ever half-written.
+
+    With resume=True, training first goes on from `last.npz`: its
+    parameters, optimiser state, shuffling state and history are put back,
+    after checking that it was made by the same kind of fit on the same
+    data. Since nothing else in training is random, the result is the same,
+    bit for bit, as a run that was never stopped. fit(checkpoint_dir=d,
+    resume=...) makes one of these; as a callback of your own, put it first.
+    """
+
+    LAST, BEST = "last.npz", "best.npz"
+
+    # what each of fit's arguments is called in an error message
+    _ARGUMENT_NAMES = {"samples": "number of training images", "data": "training data",
+                       "validation": "use of validation data",
+                       "optimizer": "optimizer or its settings",
+                       "schedule": "learning-rate schedule"}
+
+    def __init__(self, directory, resume=False):
+        self.directory = os.fspath(directory)
+        self.resume = bool(resume)
+
+    def on_train_begin(self, model, history):
+        os.makedirs(self.directory, exist_ok=True)
+        self.best = None
+        if self.resume:
+            self._restore(model, history)
+
+    def on_epoch_end(self, epoch, logs, model):
+        run = self.run
+        score = logs.get("val_error", logs["loss"])
+        improved = self.best is None or score < self.best["score"]
+        if improved:
+            self.best = {"score": score, "epoch": epoch}
+        opt_state, opt_arrays = run.optimizer.state()
+        history_state, batches = run.history.state()
+        state = {"epochs_done": epoch, "rng": run.batches.rng.bit_generator.state,
+                 "history": history_state, "batches": batches, "best": self.best,
+                 "arguments": run.arguments, "optimizer": opt_state}
+        for name in (self.LAST, self.BEST) if improved else (self.LAST,):
+            _modelfile.write(os.path.join(self.directory, name), model, training_state=state,
+                             training_arrays=opt_arrays)
+
+    def resume_hint(self):
+        """What an interruption message adds about this checkpoint."""
+        return (f", {self.directory}/{self.LAST} those after the last whole epoch "
+                "(resume=True goes on from there)")
+
+    def _restore(self, model, history):
+        run, path = self.run, os.path.join(self.directory, self.LAST)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"nothing to resume: {path} does not exist")
+        with _modelfile.ModelFile(path) as f:
+            state, arrays = f.training_state()
+            if state is None:
+                raise ValueError(f"{path} is a model file without training state; it cannot be "
+                                 f"resumed")
+            try:
+                saved = type(model).from_config(f.model_config).get_config()
+            except (TypeError, ValueError, KeyError) as e:
+                raise _modelfile.bad(path, f"its architecture cannot be built ({e})") from None
+            if saved != model.get_config():
+                raise ValueError(f"{path} holds a different architecture than this model: "
+                                 f"{json.dumps(saved)}")
+            for key, value in run.arguments.items():
+                if state["arguments"].get(key) != value:
+                    raise ValueError(
+                        f"{path} was made with a different {self._ARGUMENT_NAMES.get(key, key)} "
+                        f"({state['arguments'].get(key)!r}, now {value!r}); resume with the same "
+                        f"data and arguments, or start a new checkpoint_dir")
+            params = f.parameters(model.params)
+        with model.lock.writing():
+            for name, value in params.items():
+                model.params[name][...] = value
+        run.optimizer.load_state(state["optimizer"], arrays)
+        run.batches.rng.bit_generator.state = state["rng"]
+        history.restore(state["history"], state["batches"])
+        run.epochs_done, self.best = state["epochs_done"], state["best"]
+
+
+class ProgressBar(Callback):
+    """A progress bar per epoch (tqdm) with images/s, the batch's loss and
+    the smoothed loss; drawn only when stderr is a terminal."""
+
+    def __init__(self, show=True):
+        self.show = bool(show) and sys.stderr.isatty()
+        self._bar = None
+
+    def on_epoch_begin(self, epoch, model):
+        if not self.show:
+            return
+        from tqdm.auto import tqdm  # here, not at import: it brings in asyncio
+
+        run = self.run
+        self._bar = tqdm(total=run.batches.n, desc=f"epoch {epoch}/{run.epochs}", unit="img",
+                         unit_scale=True, leave=True)
+
+    def on_batch_end(self, epoch, batch, loss, model):
+        if self._bar is None:
+            return
+        self._bar.update(self.run.batches.images_in(batch))
+        self._bar.set_postfix(loss=f"{loss:.4f}",
+                              smoothed=f"{self.run.history.smoothed_loss[-1]:.4f}", refresh=False)
+
+    def on_epoch_end(self, epoch, logs, model):
+        self._close()
+
+    def on_train_end(self, model, history):
+        self._close()
+
+    def _close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def check_callbacks(callbacks):
+    """The list of callbacks fit was given (None: none), each a Callback."""
+    callbacks = list(callbacks or [])
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks must be fastcnn.callbacks.Callback objects, got {cb!r}")
+    return callbacks
+
+
+__all__ = ["Callback", "CSVLogger", "DivergenceCheck", "EarlyStopping", "LearningRateSchedule",
+           "ModelCheckpoint", "ProgressBar", "check_callbacks"]

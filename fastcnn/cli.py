@@ -12,40 +12,37 @@ import argparse
 import os
 import platform
 import sys
+from functools import partial
 
 import numpy as np
 
+from fastcnn import conv_algorithms, datasets, models, optim
+from fastcnn._validate import DTYPES, check_int, check_positive_float
 from fastcnn.callbacks import Callback
 
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+# the choices of the options, as the library names them
+MODELS = list(models.BUILDERS)
+DATASETS = list(datasets.CLASS_NAMES)
+ALGORITHMS = ["auto"] + [a for a in conv_algorithms.ALGORITHMS if a != "auto"]
+OPTIMIZERS = list(optim.DEFAULT_LR)
+LR_DEFAULTS = ", ".join(f"{v:g} for {k}" for k, v in optim.DEFAULT_LR.items())
+OPTIMIZER_DEFAULTS = ", ".join(f"{v} for {k}" for k, v in models.RECOMMENDED_OPTIMIZER.items())
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+def _argument(parse, check, description):
+    """An argparse `type=`: parse the text, then check it with the library's
+    own check, in argparse's words ("expected a positive integer, got 0")."""
+    def convert(text):
+        try:
+            return check(parse(text), "value")
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}") from None
+    return convert
 
 
-def _nonnegative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+_positive_int = _argument(int, check_int, "a positive integer")
+_nonnegative_int = _argument(int, partial(check_int, minimum=0), "an integer >= 0")
+_positive_float = _argument(float, check_positive_float, "a positive number")
 
 
 def _list_of(kind):
@@ -75,27 +72,26 @@ def build_parser():
         "batch 50), or LeNet-5 (ReLU, max pooling, softmax cross-entropy, Adam 1e-3), "
         "then print the test error and the time per epoch.",
     )
-    train.add_argument("--model", default="seed_cnn", choices=["seed_cnn", "lenet5"],
+    train.add_argument("--model", default="seed_cnn", choices=MODELS,
                        help="network (default: %(default)s)")
-    train.add_argument("--optimizer", default=None, choices=["sgd", "momentum", "adam"],
+    train.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
                        help="sgd (the paper's), momentum (SGD with momentum 0.9) or adam "
-                            "(default: sgd for seed_cnn, adam for lenet5)")
-    train.add_argument("--dataset", default="fashion-mnist", choices=["mnist", "fashion-mnist"],
+                            f"(default: {OPTIMIZER_DEFAULTS})")
+    train.add_argument("--dataset", default="fashion-mnist", choices=DATASETS,
                        help="dataset (default: %(default)s)")
     train.add_argument("--data-dir", default=None,
                        help="directory with the IDX files (default: search, then download)")
     train.add_argument("--epochs", type=_positive_int, default=1, help="default: %(default)s")
     train.add_argument("--batch-size", type=_positive_int, default=50, help="default: %(default)s")
     train.add_argument("--lr", type=_positive_float, default=None,
-                       help="learning rate alpha (default: 1 for sgd, 0.1 for momentum, "
-                            "0.001 for adam)")
-    train.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                       help=f"learning rate alpha (default: {LR_DEFAULTS})")
+    train.add_argument("--dtype", default="float32", choices=DTYPES,
                        help="default: %(default)s")
     train.add_argument("--threads", type=_positive_int, default=None,
                        help="OpenMP threads (default: all usable cores)")
     train.add_argument("--seed", type=_nonnegative_int, default=0,
                        help="seed of initialisation and shuffling (default: %(default)s)")
-    train.add_argument("--algorithm", default="auto", choices=["auto", "direct", "im2col", "fft"],
+    train.add_argument("--algorithm", default="auto", choices=ALGORITHMS,
                        help="how the convolutions are computed (default: %(default)s)")
     train.add_argument("--save", default=None, metavar="PATH", help="write the trained model (.npz)")
     train.add_argument("--checkpoint-dir", default=None, metavar="DIR",
@@ -116,7 +112,7 @@ def build_parser():
                               description="Print the error rate of MODEL on a dataset split, "
                                           "and its errors class by class.")
     evaluate.add_argument("model", help="a model file written by fastcnn (.npz)")
-    evaluate.add_argument("--dataset", default="fashion-mnist", choices=["mnist", "fashion-mnist"])
+    evaluate.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
     evaluate.add_argument("--split", default="test", choices=["train", "test"])
     evaluate.add_argument("--data-dir", default=None, help="directory with the IDX files")
     evaluate.set_defaults(run=cmd_evaluate)
@@ -140,7 +136,7 @@ def build_parser():
                            help="entries checked per parameter tensor (default: %(default)s)")
     gradcheck.add_argument("--batch", type=_positive_int, default=4, help="images (default: 4)")
     gradcheck.add_argument("--seed", type=_nonnegative_int, default=0)
-    gradcheck.add_argument("--algorithm", default="auto", choices=["auto", "direct", "im2col", "fft"])
+    gradcheck.add_argument("--algorithm", default="auto", choices=ALGORITHMS)
     gradcheck.set_defaults(run=cmd_gradcheck)
 
     bench = sub.add_parser(
@@ -153,7 +149,7 @@ def build_parser():
     )
     bench.add_argument("--threads", type=_positive_int, default=None,
                        help="threads for all three (default: fastcnn's default)")
-    bench.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+    bench.add_argument("--dtype", default="float32", choices=DTYPES,
                        help="default: %(default)s")
     bench.add_argument("--impl", default="fastcnn,torch,numpy",
                        help="comma-separated subset of fastcnn,torch,numpy (default: all)")
@@ -172,26 +168,25 @@ def build_parser():
         "results are bit for bit those of the same runs one after another. Point it at a "
         "running cluster with --scheduler tcp://HOST:8786.",
     )
-    sweep.add_argument("--model", default="seed_cnn", choices=["seed_cnn", "lenet5"],
+    sweep.add_argument("--model", default="seed_cnn", choices=MODELS,
                        help="default: %(default)s")
-    sweep.add_argument("--optimizer", default=None, choices=["sgd", "momentum", "adam"],
-                       help="default: sgd for seed_cnn, adam for lenet5")
+    sweep.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
+                       help=f"default: {OPTIMIZER_DEFAULTS}")
     sweep.add_argument("--lr", type=_list_of(_positive_float), default=None, metavar="LIST",
-                       help="learning rates, e.g. 0.1,0.3,1,3 (default: 1 for sgd, "
-                       "0.1 for momentum, 0.001 for adam)")
+                       help=f"learning rates, e.g. 0.1,0.3,1,3 (default: {LR_DEFAULTS})")
     sweep.add_argument("--batch-size", type=_list_of(_positive_int), default=[50],
                        metavar="LIST", help="batch sizes, e.g. 10,50 (default: 50)")
     sweep.add_argument("--seeds", type=_positive_int, default=1,
                        help="seeds 0..N-1 for every point (default: %(default)s)")
     sweep.add_argument("--epochs", type=_positive_int, default=1, help="default: %(default)s")
-    sweep.add_argument("--dataset", default="fashion-mnist", choices=["mnist", "fashion-mnist"],
+    sweep.add_argument("--dataset", default="fashion-mnist", choices=DATASETS,
                        help="default: %(default)s")
     sweep.add_argument("--data-dir", default=None, help="directory with the IDX files")
     sweep.add_argument("--train-images", type=_positive_int, default=None, metavar="N",
                        help="train on the first N training images (default: all)")
     sweep.add_argument("--test-images", type=_positive_int, default=None, metavar="N",
                        help="test on the first N test images (default: all)")
-    sweep.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+    sweep.add_argument("--dtype", default="float32", choices=DTYPES,
                        help="default: %(default)s")
     sweep.add_argument("--scheduler", default="local", metavar="ADDRESS|local|serial",
                        help="a Dask scheduler's address (tcp://host:8786), 'local' for a "
@@ -214,9 +209,20 @@ def build_parser():
     return parser
 
 
+def _load_data(args):
+    """(x, y, x_test, y_test) of --dataset from --data-dir, in --dtype."""
+    x, y = datasets.load(args.dataset, "train", data_dir=args.data_dir, dtype=args.dtype)
+    x_test, y_test = datasets.load(args.dataset, "test", data_dir=args.data_dir, dtype=args.dtype)
+    return x, y, x_test, y_test
+
+
+def _optimizer_name(args):
+    return args.optimizer or models.RECOMMENDED_OPTIMIZER[args.model]
+
+
 def cmd_train(args):
     import fastcnn
-    from fastcnn import callbacks, datasets
+    from fastcnn import callbacks
 
     if args.resume and not args.checkpoint_dir:
         raise ValueError("--resume needs --checkpoint-dir (where the run was checkpointed)")
@@ -224,20 +230,16 @@ def cmd_train(args):
         _check_writable(option, path)  # before training, not after it
     if args.threads is not None:
         fastcnn.set_num_threads(args.threads)
-    x, y = datasets.load(args.dataset, "train", data_dir=args.data_dir, dtype=args.dtype)
-    x_test, y_test = datasets.load(args.dataset, "test", data_dir=args.data_dir, dtype=args.dtype)
-    build = {"seed_cnn": fastcnn.seed_cnn, "lenet5": fastcnn.models.lenet5}[args.model]
-    model = build(seed=args.seed, dtype=args.dtype, algorithm=args.algorithm)
-    name = args.optimizer or ("adam" if args.model == "lenet5" else "sgd")
-    lr = args.lr if args.lr is not None else {"sgd": 1.0, "momentum": 0.1, "adam": 1e-3}[name]
-    optimizer = {"sgd": lambda: fastcnn.SGD(model, lr=lr),
-                 "momentum": lambda: fastcnn.SGD(model, lr=lr, momentum=0.9),
-                 "adam": lambda: fastcnn.Adam(model, lr=lr)}[name]()
+    x, y, x_test, y_test = _load_data(args)
+    model = models.BUILDERS[args.model](seed=args.seed, dtype=args.dtype, algorithm=args.algorithm)
+    name = _optimizer_name(args)
+    optimizer = optim.create(name, model, lr=args.lr)
     algorithms = sorted({layer.algorithm_used for layer in model.layers
                          if isinstance(layer, fastcnn.Conv2D)})
     print(f"fastcnn {fastcnn.__version__}: {args.model} on {args.dataset} ({len(x)} training, "
           f"{len(x_test)} test images), {args.dtype}, {fastcnn.get_num_threads()} thread(s), "
-          f"batch {args.batch_size}, {name} lr {lr:g}, convolution: {', '.join(algorithms)}")
+          f"batch {args.batch_size}, {name} lr {optimizer.lr:g}, convolution: "
+          f"{', '.join(algorithms)}")
     hooks = []
     if args.csv_log:
         hooks.append(callbacks.CSVLogger(args.csv_log))
@@ -294,7 +296,6 @@ class _PrintEpochs(Callback):
 
 def cmd_evaluate(args):
     import fastcnn
-    from fastcnn import datasets
 
     model = fastcnn.load(args.model)
     x, y = datasets.load(args.dataset, args.split, data_dir=args.data_dir, dtype=model.dtype.name)
@@ -312,10 +313,8 @@ def cmd_evaluate(args):
 
 
 def cmd_predict(args):
-    import csv
-
     import fastcnn
-    from fastcnn import datasets
+    from fastcnn._files import write_csv
 
     model = fastcnn.load(args.model)
     rows = []
@@ -327,17 +326,11 @@ def cmd_predict(args):
         for i, s in enumerate(scores):
             rows.append((path, i, int(np.argmax(s)), s))
     if args.csv:
-        import io as _io
-
-        from fastcnn.io import atomic_write
-
-        text = _io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(["file", "index", "label"] + [f"score_{k}" for k in range(model.output_shape[0])])
-        for path, i, label, s in rows:
-            writer.writerow([path, i, label] + [f"{v:.6g}" for v in s])
-        data = text.getvalue().encode()
-        atomic_write(args.csv, lambda f: f.write(data))
+        k = model.output_shape[0]
+        write_csv(args.csv, [dict({"file": path, "index": i, "label": label},
+                                  **{f"score_{j}": f"{v:.6g}" for j, v in enumerate(s)})
+                             for path, i, label, s in rows],
+                  ["file", "index", "label"] + [f"score_{j}" for j in range(k)])
         print(f"{len(rows)} predictions written to {args.csv}")
     else:
         for path, i, label, _ in rows:
@@ -354,31 +347,16 @@ def cmd_gradcheck(args):
         p += rng.uniform(-0.1, 0.1, p.shape)
     x = rng.random((args.batch, 1, 28, 28))
     labels = rng.integers(0, 10, args.batch)
-    model.backprop(x, labels)
-    analytic = {k: v.copy() for k, v in model.grads.items()}
-    eps, worst_all = 1e-5, 0.0
+    eps = 1e-5
+    check = fastcnn.gradcheck(model, x, labels, samples=args.samples, eps=eps, seed=rng)
     print(f"seed_cnn, float64, {args.batch} random images, central differences "
           f"(eps {eps:g}) against backprop:")
-    for name, p in model.params.items():
-        flat = p.reshape(-1)
-        picks = rng.choice(flat.size, min(args.samples, flat.size), replace=False)
-        worst = 0.0
-        for i in picks:
-            saved = flat[i]
-            flat[i] = saved + eps
-            up = model.backprop(x, labels)
-            flat[i] = saved - eps
-            down = model.backprop(x, labels)
-            flat[i] = saved
-            numeric = (up - down) / (2 * eps)
-            exact = analytic[name].reshape(-1)[i]
-            worst = max(worst, abs(numeric - exact) / max(abs(numeric), abs(exact), 1e-7))
-        worst_all = max(worst_all, worst)
-        print(f"  {name:10s} {len(picks):5d} entries   largest relative difference {worst:.1e}")
-    ok = worst_all < 1e-5
-    print("the gradients agree: the derivation holds" if ok
+    for name, worst in check.errors.items():
+        print(f"  {name:10s} {check.entries[name]:5d} entries   largest relative difference "
+              f"{worst:.1e}")
+    print("the gradients agree: the derivation holds" if check.ok
           else "GRADIENTS DISAGREE: the backpropagation is wrong on this machine")
-    return 0 if ok else 1
+    return 0 if check.ok else 1
 
 
 def cmd_bench(args):
@@ -401,7 +379,7 @@ def cmd_bench(args):
 
 def cmd_sweep(args):
     import fastcnn
-    from fastcnn import datasets, distributed
+    from fastcnn import distributed
 
     for option, path in (("--csv", args.csv), ("--save-best", args.save_best)):
         _check_writable(option, path)
@@ -409,15 +387,13 @@ def cmd_sweep(args):
     if not local and (args.workers is not None or args.threads_per_worker != 1):
         raise ValueError("--workers and --threads-per-worker set up the cluster of --scheduler "
                          f"local; they do not apply to --scheduler {args.scheduler}")
-    x, y = datasets.load(args.dataset, "train", data_dir=args.data_dir, dtype=args.dtype)
-    x_test, y_test = datasets.load(args.dataset, "test", data_dir=args.data_dir, dtype=args.dtype)
+    x, y, x_test, y_test = _load_data(args)
     data = (x[:args.train_images], y[:args.train_images],
             x_test[:args.test_images], y_test[:args.test_images])
-    build = {"seed_cnn": fastcnn.seed_cnn, "lenet5": fastcnn.models.lenet5}[args.model]
-    name = args.optimizer or ("adam" if args.model == "lenet5" else "sgd")
+    name = _optimizer_name(args)
     grid = {"dtype": args.dtype,
             "optimizer": "adam" if name == "adam" else "sgd",
-            "lr": args.lr or [{"sgd": 1.0, "momentum": 0.1, "adam": 1e-3}[name]],
+            "lr": args.lr or [optim.DEFAULT_LR[name]],
             "batch_size": args.batch_size, "epochs": args.epochs}
     if name == "momentum":
         grid["momentum"] = 0.9
@@ -425,9 +401,9 @@ def cmd_sweep(args):
     print(f"fastcnn {fastcnn.__version__}: {runs} runs of {args.model} on {args.dataset} "
           f"({len(data[0])} training, {len(data[2])} test images), {name}, "
           f"{args.epochs} epoch(s) each, scheduler {args.scheduler}", flush=True)
-    with _dask_client(args) as client:
-        result = distributed.sweep(build, grid, data, client=client, seeds=args.seeds,
-                                   progress=not args.no_progress)
+    cluster = dict(workers=args.workers, threads_per_worker=args.threads_per_worker) if local else {}
+    result = distributed.sweep(models.BUILDERS[args.model], grid, data, client=args.scheduler,
+                               seeds=args.seeds, progress=not args.no_progress, **cluster)
     _print_sweep(result, ["lr", "batch_size"])
     result.to_csv(args.csv)
     print(f"wrote {len(result.records)} rows to {args.csv}")
@@ -435,27 +411,6 @@ def cmd_sweep(args):
         result.best.save(args.save_best)
         print(f"saved the best model to {args.save_best}")
     return 0 if result.best is not None else 1
-
-
-def _dask_client(args):
-    """The client for --scheduler: a LocalCluster of --workers processes,
-    or the scheduler's address or 'serial' as they are (sweep connects)."""
-    from contextlib import contextmanager, nullcontext
-
-    if args.scheduler != "local":
-        return nullcontext(args.scheduler)
-
-    @contextmanager
-    def local():
-        from fastcnn.distributed import _import_distributed
-
-        distributed = _import_distributed()
-        with distributed.LocalCluster(n_workers=args.workers,
-                                      threads_per_worker=args.threads_per_worker,
-                                      dashboard_address=":0") as cluster, \
-                distributed.Client(cluster) as client:
-            yield client
-    return local()
 
 
 def _print_sweep(result, keys):

@@ -13,11 +13,11 @@ import gzip
 import hashlib
 import math
 import os
-import tempfile
 import zlib
 
 import numpy as np
 
+from fastcnn._files import atomic_write
 from fastcnn._validate import check_dtype
 
 FILES = {
@@ -159,14 +159,13 @@ def _find(directory, base):
 
 
 def _fetch(url, dest, sha256):
-    """Download url to dest via a temporary file, keeping it only if its SHA-256 matches."""
+    """Download url to dest through a temporary file (fastcnn._files.atomic_write),
+    kept only if its SHA-256 matches."""
     import urllib.request  # here: only downloads need it, and it is slow to import
 
-    directory = os.path.dirname(dest)
-    fd, tmp = tempfile.mkstemp(prefix=".download-", dir=directory)
-    try:
+    def write(out):
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as r:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as r:
             while True:
                 chunk = r.read(1 << 20)
                 if not chunk:
@@ -177,13 +176,8 @@ def _fetch(url, dest, sha256):
             raise DatasetError(
                 f"{url}: SHA-256 {digest.hexdigest()} does not match the expected {sha256}"
             )
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+
+    atomic_write(dest, write)
 
 
 def download(name, directory=None, mirrors=None, checksums=None):

@@ -20,8 +20,6 @@ Dask is imported when first needed: without it, sweep(..., client="serial")
 still works.
 """
 
-import csv
-import io as _io
 import itertools
 import math
 import mmap
@@ -35,22 +33,20 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from fastcnn import _threads
-from fastcnn._validate import check_images, check_int, check_labels, check_targets
-from fastcnn.model import Sequential
-from fastcnn.optim import SGD, Adam
+from fastcnn import _threads, optim
+from fastcnn._files import write_csv
+from fastcnn._validate import check_count, check_images, check_int, check_labels, check_targets
+from fastcnn.model import Sequential, scores_to_proba
 
 __all__ = ["FIT_KEYS", "Run", "SweepError", "SweepResult", "expand_grid", "predict", "sweep"]
 
 # Grid keys that go to the training run; every other key goes to build().
 FIT_KEYS = ("lr", "batch_size", "epochs", "optimizer", "momentum", "weight_decay")
 OPTIMIZERS = ("sgd", "adam")
-_DEFAULT_LR = {"sgd": 1.0, "adam": 1e-3}  # the paper's alpha; Adam's usual rate
 
 # A worker process runs one fastcnn job at a time when it gives each job all
 # its threads: two OpenMP teams on the same cores spin against each other.
-# Prediction always takes it, since a model's layers keep their buffers on
-# the model and two threads must not run one model at once.
+# Prediction always takes it (a block's job uses all the worker's threads).
 _exclusive = threading.Lock()
 
 
@@ -127,17 +123,13 @@ def _check_seeds(seeds):
 
 def _optimizer(model, fit_args):
     """The optimiser a grid point asks for: SGD (the paper's eq. (65)-(70),
-    with momentum if given) or Adam, with weight decay if given."""
+    with momentum if given) or Adam, with weight decay if given; the
+    learning rate of fastcnn.optim.DEFAULT_LR unless given."""
     name = fit_args.get("optimizer", "sgd")
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
-    lr = fit_args.get("lr", _DEFAULT_LR[name])
-    decay = fit_args.get("weight_decay", 0.0)
-    if name == "sgd":
-        return SGD(model, lr=lr, momentum=fit_args.get("momentum", 0.0), weight_decay=decay)
-    if "momentum" in fit_args:
-        raise ValueError("momentum is an argument of SGD; Adam has betas instead")
-    return Adam(model, lr=lr, weight_decay=decay)
+    return optim.create(name, model, lr=fit_args.get("lr"), momentum=fit_args.get("momentum"),
+                        weight_decay=fit_args.get("weight_decay", 0.0))
 
 
 # ------------------------------------------------------------------ threads
@@ -252,15 +244,7 @@ class SweepResult(NamedTuple):
 
     def to_csv(self, path):
         """Write the rows to `path` as CSV, atomically."""
-        from fastcnn.io import atomic_write
-
-        rows = self.rows()
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        text = _io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write(path, lambda f: f.write(text.getvalue().encode()))
+        write_csv(path, self.rows())
 
 
 def _check_data(data):
@@ -350,27 +334,36 @@ def _check_build(build, points, seeds, data):
             if not callable(data):
                 x, y, x_test, y_test = data
                 check_images(x, model.input_shape, model.dtype, copy_dtype=False)
-                check_targets(y, len(x), model._classes(), model.dtype)
+                check_targets(y, len(x), model.num_classes, model.dtype)
                 if x_test is not None:
                     check_images(x_test, model.input_shape, model.dtype, name="x_test",
                                  copy_dtype=False)
-                    check_labels(y_test, len(x_test), model._classes(), name="y_test")
+                    check_labels(y_test, len(x_test), model.num_classes, name="y_test")
         _optimizer(model, fit_args)
         for key, default in (("epochs", 1), ("batch_size", 50)):
             check_int(fit_args.get(key, default), f"grid[{key!r}]")
 
 
 @contextmanager
-def _connect(client):
-    """The Client to use (None: run here), closing what was opened for it."""
+def _connect(client, workers=None, threads_per_worker=None):
+    """The Client to use (None: run here), closing what was opened for it.
+    workers and threads_per_worker size a LocalCluster (client="local")."""
+    if (workers, threads_per_worker) != (None, None) and client != "local":
+        raise ValueError("workers and threads_per_worker set up the cluster of client='local'; "
+                         f"they do not apply to client={client!r}")
+    if workers is not None:
+        workers = check_count(workers, "workers")
+    if threads_per_worker is not None:
+        threads_per_worker = check_count(threads_per_worker, "threads_per_worker")
     if isinstance(client, str):
         if client == "serial":
             yield None
             return
         distributed = _import_distributed()
         if client == "local":
-            # workers and threads per worker as Dask chooses for this machine
-            with distributed.LocalCluster(dashboard_address=":0") as cluster, \
+            # by default, workers and threads per worker as Dask chooses for this machine
+            with distributed.LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
+                                          dashboard_address=":0") as cluster, \
                     distributed.Client(cluster) as c:
                 yield c
             return
@@ -397,7 +390,8 @@ def _connect(client):
     yield client
 
 
-def sweep(build, grid, data, client=None, *, seeds=1, threads=None, progress=False):
+def sweep(build, grid, data, client=None, *, seeds=1, threads=None, progress=False,
+          workers=None, threads_per_worker=None):
     """Train one model per grid point and seed, as Dask tasks.
 
     Parameters
@@ -434,6 +428,9 @@ def sweep(build, grid, data, client=None, *, seeds=1, threads=None, progress=Fal
         bit either way.
     progress : bool
         A progress bar over the runs (tqdm).
+    workers, threads_per_worker : int, optional
+        With client="local": the cluster's worker processes and their
+        threads (default: as Dask chooses for this machine).
 
     Returns
     -------
@@ -458,12 +455,12 @@ def sweep(build, grid, data, client=None, *, seeds=1, threads=None, progress=Fal
     seeds = _check_seeds(seeds)
     data = _check_data(data)
     if threads is not None:
-        threads = _threads._check_count(threads, "threads")
+        threads = check_count(threads, "threads")
     _check_build(build, points, seeds, data)
     runs = [(point, seed) for point in points for seed in seeds]
     from tqdm.auto import tqdm
 
-    with _connect(client) as c, tqdm(total=len(runs), desc="sweep", unit="run",
+    with _connect(client, workers, threads_per_worker) as c, tqdm(total=len(runs), desc="sweep", unit="run",
                                      disable=not progress) as bar:
         if c is None:
             data = _loaded(data)  # a loader is called once here
@@ -643,8 +640,6 @@ def _labels_block(scores):
 
 
 def _proba_block(scores, loss):
-    from fastcnn.model import scores_to_proba
-
     return scores_to_proba(scores.copy(), loss)
 
 
@@ -697,13 +692,13 @@ def predict(model, images, client=None, *, proba=False, chunk_size=None, batch_s
 
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a fastcnn.Sequential, got {type(model).__name__}")
-    model._classes()
-    model._check_parameters()
+    model.num_classes  # noqa: B018 - raises for a model that does not classify
+    model.check_parameters()
     if chunk_size is not None:
         chunk_size = check_int(chunk_size, "chunk_size")
     batch_size = check_int(batch_size, "batch_size")
     if threads is not None:
-        threads = _threads._check_count(threads, "threads")
+        threads = check_count(threads, "threads")
     if isinstance(client, str):
         raise TypeError("predict returns lazy arrays, computed after it returns: pass a "
                         f"distributed.Client (or None), not {client!r}")

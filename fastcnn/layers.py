@@ -1,19 +1,31 @@
-"""Layers of a convolutional network, as in Zhang's derivation (seeds/000).
+"""Layers of a convolutional network, as in Zhang's "Derivation of
+Backpropagation in Convolutional Neural Network".
 
-Each layer has
-  forward(x)      the feedforward of section 1; keeps what backward needs;
-  backward(grad)  given dL/d(output), writes dL/d(parameters) into `grads`
-                  (overwritten, not accumulated) and returns dL/d(input).
-Both check their input and return new arrays: any real (bool, integer or
-floating) array of the right shape is cast to the layer's dtype; complex,
-object and string arrays are refused (TypeError), as are finite values that
-would overflow the dtype (ValueError); NaN and inf propagate. Underneath,
-`_forward(x, out)` and `_backward(grad, dx)` do the work into arrays the
-caller provides: a Sequential model validates once per batch and reuses
-those arrays from one batch to the next.
+A layer holds what defines it: its hyperparameters, and its parameters and
+their gradients (arrays allocated once and afterwards only modified in
+place, so `model.params[name][...] = value` edits the model). What one call
+computes on the way lives elsewhere, in arrays the caller provides:
 
-Parameters and gradients are arrays allocated once and afterwards only
-modified in place, so `model.params[name][...] = value` edits the model.
+  forward_into(x, out, s, threads)           the feedforward of section 1,
+                                             into `out`; returns the output
+  backward_into(x, y, grad, dx, s, threads)  given the forward's input x and
+                                             output y and dL/d(output),
+                                             writes dL/d(parameters) into
+                                             `grads` (overwritten, not
+                                             accumulated) and dL/d(input)
+                                             into dx (unless None)
+
+where `s` holds the scratch arrays that `scratch(rows, train, threads)`
+asked for (fastcnn._workspace). A Sequential model keeps them in a workspace
+per call, so threads can share one model.
+
+For using a layer on its own, `forward(x)` and `backward(grad)` check their
+input, allocate, and keep the last forward call on the layer for the
+backward that follows (so one layer object is not for several threads at
+once). Any real (bool, integer or floating) array of the right shape is
+cast to the layer's dtype; complex, object and string arrays are refused
+(TypeError), as are finite values that would overflow the dtype
+(ValueError); NaN and inf propagate.
 
 Arrays are NCHW: (N, C, H, W). Kernels are stored as in the paper: a
 convolution is a true convolution, so a kernel is the 180-degree rotation of
@@ -22,9 +34,9 @@ the equivalent PyTorch Conv2d weight.
 
 import numpy as np
 
-from fastcnn import _activation, _dense, _pool, conv_algorithms
-from fastcnn._threads import get_num_threads
-from fastcnn._validate import INT_MAX, cast_real, check_dtype, check_int, check_size
+from fastcnn import _activation, _dense, _pool, _threads, conv_algorithms
+from fastcnn._validate import INT_MAX, cast_real, check_dtype, check_int, check_shape, check_size
+from fastcnn._workspace import allocate, per_sample, scratch_of
 
 # Activation codes understood by the kernels (src_c/fc_common.h, FC_ACT_*).
 ACTIVATION_CODES = {None: 0, "sigmoid": 1, "relu": 2, "tanh": 3, "tanh_opt": 4}
@@ -49,9 +61,9 @@ def _pair(value, name, minimum=1):
 class Layer:
     """Base class: a named step of a Sequential model."""
 
-    #: whether _forward writes into `out` (False: it returns a view of x)
+    #: whether forward_into writes into `out` (False: it returns a view of x)
     writes_output = True
-    #: whether _backward writes into `dx` (False: it returns a view of grad)
+    #: whether backward_into writes into `dx` (False: it returns a view of grad)
     writes_input_grad = True
 
     def __init__(self, name=None):
@@ -63,25 +75,26 @@ class Layer:
         self.input_shape = None
         self.output_shape = None
         self.dtype = None
-        self._batch = None
+        self._last = None  # (x, y, scratch) of the last forward(), for backward()
 
     def build(self, input_shape, dtype):
         """Check the per-sample input shape (C, H, W) or (F,), allocate the
         parameters in `dtype` and return the per-sample output shape."""
         dtype = check_dtype(dtype)
-        try:
-            shape = tuple(check_size(s, "input_shape entries") for s in input_shape)
-        except TypeError:
-            if isinstance(input_shape, (tuple, list)):
-                raise
-            raise TypeError(f"{type(self).__name__} {self.name}: input_shape must be a tuple of "
-                            f"ints, (C, H, W) or (F,), got {input_shape!r}") from None
+        shape = check_shape(input_shape, f"{type(self).__name__} {self.name}: input_shape must "
+                                         f"be a tuple of ints, (C, H, W) or (F,)")
         output_shape = tuple(self.compute_output_shape(shape))
         self.input_shape, self.output_shape, self.dtype = shape, output_shape, dtype
         for pname, shape in self.parameter_shapes().items():
             self.params[pname] = np.zeros(shape, dtype=self.dtype)
             self.grads[pname] = np.zeros(shape, dtype=self.dtype)
         return self.output_shape
+
+    def unbuild(self, name):
+        """Forget build(): back to an unbuilt layer called `name` (for a
+        model whose construction failed, so that its layers can be reused)."""
+        self.name, self.dtype, self.params, self.grads = name, None, {}, {}
+        self._last = None
 
     def parameter_shapes(self):
         """{parameter name: shape} of the layer's parameters (none by default)."""
@@ -103,31 +116,43 @@ class Layer:
         """The constructor arguments, as JSON-compatible values (saved by `save`)."""
         return {"name": self.name}
 
-    # -------------------------------------------------- public, checked API
+    def scratch(self, rows, train, threads):
+        """{name: fastcnn._workspace.Buffer}: the arrays a call on up to `rows`
+        samples needs besides the output and input gradient (none by
+        default); `train`: a backward pass follows."""
+        return {}
+
+    # ---------------------------------------------- the work, caller's arrays
+    def forward_into(self, x, out, s, threads):
+        """Compute the output for a checked x into `out` and return it."""
+        raise NotImplementedError
+
+    def backward_into(self, x, y, grad, dx, s, threads):
+        """Fill `grads`; compute dL/d(input) into dx unless it is None; return dx."""
+        raise NotImplementedError
+
+    # -------------------------------------------- on its own, checked API
     def forward(self, x):
         """Output for input x (N,) + input_shape, as a new array (N,) + output_shape."""
         x = self._check_input(x)
-        out = np.empty((x.shape[0],) + self.output_shape, self.dtype) if self.writes_output else None
-        return self._forward(x, out)
+        n, threads = x.shape[0], _threads.get_num_threads()
+        buffers = self.scratch(n, True, threads)
+        s = scratch_of(allocate(buffers, n, self.dtype), buffers, n, True)
+        out = np.empty((n,) + self.output_shape, self.dtype) if self.writes_output else None
+        y = self.forward_into(x, out, s, threads)
+        self._last = (x, y, s)
+        return y
 
     def backward(self, grad, need_input_grad=True):
         """Given dL/d(output) of the last forward call, fill `grads` and return
         dL/d(input) as a new array (None when need_input_grad is false)."""
         grad = self._check_grad(grad)
+        x, y, s = self._last
         dx = None
         if need_input_grad and self.writes_input_grad:
             dx = np.empty((grad.shape[0],) + self.input_shape, self.dtype)
-        out = self._backward(grad, dx)
+        out = self.backward_into(x, y, grad, dx, s, _threads.get_num_threads())
         return out if need_input_grad else None
-
-    # ------------------------------------------- unchecked, caller's arrays
-    def _forward(self, x, out):
-        """Compute into `out` from a checked x; keep what _backward needs."""
-        raise NotImplementedError
-
-    def _backward(self, grad, dx):
-        """Fill `grads`; compute dL/d(input) into dx unless it is None."""
-        raise NotImplementedError
 
     # ----------------------------------------------------------- checking
     def _check_input(self, x):
@@ -147,13 +172,12 @@ class Layer:
 
     def _check_grad(self, grad):
         """dL/d(output) for the batch of the last forward call."""
-        if self._batch is None:
+        if self._last is None:
             raise RuntimeError(f"{type(self).__name__} {self.name}: backward called before forward")
         grad = cast_real(grad, self.dtype, f"{type(self).__name__} {self.name}: gradient")
-        if grad.shape != (self._batch,) + self.output_shape:
-            raise self._error(
-                f"gradient has shape {grad.shape}, expected {(self._batch,) + self.output_shape}"
-            )
+        expected = (self._last[0].shape[0],) + self.output_shape
+        if grad.shape != expected:
+            raise self._error(f"gradient has shape {grad.shape}, expected {expected}")
         return grad
 
     def _error(self, message):
@@ -219,8 +243,7 @@ class Conv2D(Layer):
             raise ValueError(f"algorithm must be one of {conv_algorithms.ALGORITHMS}, "
                              f"got {algorithm!r}")
         self.algorithm = algorithm
-        self._algo = None
-        self._buffers = {}
+        self._algorithm = None  # the conv_algorithms.Algorithm, chosen at build
 
     def _padding_amounts(self, padding):
         kh, kw = self.kernel_size
@@ -245,16 +268,18 @@ class Conv2D(Layer):
         top, bottom, left, right = self._pads
         kh, kw = self.kernel_size
         self.padded_shape = (c, h + top + bottom, w + left + right)
+        self.conv_shape = conv_algorithms.ConvShape(c, self.out_maps, kh, kw, self.stride,
+                                                    self.padded_shape[1], self.padded_shape[2],
+                                                    self.dtype)
         # the valid, stride-1 convolution of the padded input, before any subsampling
-        self.inner_shape = (self.out_maps, self.padded_shape[1] - kh + 1,
-                            self.padded_shape[2] - kw + 1)
-        self._algo = conv_algorithms.make(self)
+        self.inner_shape = self.conv_shape.inner
+        self._algorithm = conv_algorithms.get(self.algorithm, self.conv_shape)
         return shape
 
     @property
     def algorithm_used(self):
         """The algorithm that runs: `algorithm`, with "auto" resolved (None before build)."""
-        return None if self._algo is None else self._algo.name
+        return None if self._algorithm is None else self._algorithm.name
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -283,60 +308,53 @@ class Conv2D(Layer):
         self.params["weight"][...] = rng.uniform(-bound, bound, self.params["weight"].shape)
         self.params["bias"][...] = 0
 
-    def _buffer(self, name, n, shape, zero=False):
-        # kept from batch to batch; `zero` buffers have borders that stay zero
-        key = (name, n)
-        buf = self._buffers.get(key)
-        if buf is None:
-            if len(self._buffers) > 8:
-                self._buffers.clear()
-            buf = self._buffers[key] = (np.zeros if zero else np.empty)((n,) + shape, self.dtype)
-        return buf
-
     @property
     def _subsamples(self):
         # direct and FFT compute every position and keep each stride-th;
         # im2col computes only those
-        return self.stride > 1 and not self._algo.native_stride
+        return self.stride > 1 and not self._algorithm.native_stride
 
-    def _forward(self, x, out):
-        """x (N, in_maps, H, W) -> C (N, out_maps, OH, OW), eq. (4)-(5), (7)-(8)."""
-        n = x.shape[0]
-        self._batch = n
-        top, bottom, left, right = self._pads
+    def scratch(self, rows, train, threads):
+        need = dict(self._algorithm.scratch(self.conv_shape, self.act, rows, train, threads))
         if any(self._pads):
-            xp = self._buffer("padded", n, self.padded_shape, zero=True)
-            xp[:, :, top : top + x.shape[2], left : left + x.shape[3]] = x
-        else:
-            xp = x
+            # the input inside a zero border that stays zero
+            need["padded"] = per_sample(self.padded_shape, zero=True)
+            if train:
+                need["padded_grad"] = per_sample(self.padded_shape)
         if self._subsamples:
-            inner = self._buffer("inner", n, self.inner_shape)
-            self._algo.forward(xp, inner)
-            s = self.stride
-            out[...] = inner[:, :, ::s, ::s][:, :, : out.shape[2], : out.shape[3]]
-        else:
-            inner = out
-            self._algo.forward(xp, out)
-        self.x, self.y, self._xp, self._inner = x, out, xp, inner
+            need["inner"] = per_sample(self.inner_shape)
+            if train:  # the skipped positions get zero gradient
+                need["inner_grad"] = per_sample(self.inner_shape, zero=True)
+        return need
+
+    def forward_into(self, x, out, s, threads):
+        """x (N, in_maps, H, W) -> C (N, out_maps, OH, OW), eq. (4)-(5), (7)-(8)."""
+        top, _, left, _ = self._pads
+        xp = x
+        if any(self._pads):
+            xp = s.padded
+            xp[:, :, top : top + x.shape[2], left : left + x.shape[3]] = x
+        inner = s.inner if self._subsamples else out
+        self._algorithm.forward(xp, self.params["weight"], self.params["bias"], self.act,
+                                self.stride, inner, s, threads)
+        if self._subsamples:
+            st = self.stride
+            out[...] = inner[:, :, ::st, ::st][:, :, : out.shape[2], : out.shape[3]]
         return out
 
-    def _backward(self, grad, dx):
+    def backward_into(self, x, y, grad, dx, s, threads):
         """grad = dL/dC -> grads["bias"] (eq. 45, 64), grads["weight"] (eq. 39-40,
         58-59), and dL/da into dx (eq. 49-51) unless dx is None (first layer)."""
-        n = grad.shape[0]
+        xp = s.padded if any(self._pads) else x
+        inner, g = y, grad
         if self._subsamples:
-            # the skipped positions get zero gradient
-            g = self._buffer("inner_grad", n, self.inner_shape, zero=True)
-            s = self.stride
-            g[:, :, ::s, ::s][:, :, : grad.shape[2], : grad.shape[3]] = grad
-        else:
-            g = grad
-        top, bottom, left, right = self._pads
-        dxp = dx
-        if dx is not None and any(self._pads):
-            dxp = self._buffer("padded_grad", n, self.padded_shape)
-        self._algo.backward(self._xp, self._inner, g, dxp)
+            inner, g, st = s.inner, s.inner_grad, self.stride
+            g[:, :, ::st, ::st][:, :, : grad.shape[2], : grad.shape[3]] = grad
+        dxp = s.padded_grad if dx is not None and any(self._pads) else dx
+        self._algorithm.backward(xp, self.params["weight"], inner, g, self.act, self.stride,
+                                 self.grads["weight"], self.grads["bias"], dxp, s, threads)
         if dxp is not dx:
+            top, _, left, _ = self._pads
             dx[...] = dxp[:, :, top : top + dx.shape[2], left : left + dx.shape[3]]
         return dx
 
@@ -389,14 +407,15 @@ class MeanPool2D(Layer):
             raise self._error(f"input maps of {h}x{w} are smaller than the pooling scale {self.scale}")
         return (c, h // self.scale, w // self.scale)
 
-    def _forward(self, x, out):
-        self._batch = x.shape[0]
-        _pool.mean_pool(x, self.scale, out, get_num_threads())
+    def forward_into(self, x, out, s, threads):
+        """eq. (6), (9)."""
+        _pool.mean_pool(x, self.scale, out, threads)
         return out
 
-    def _backward(self, grad, dx):
+    def backward_into(self, x, y, grad, dx, s, threads):
+        """eq. (32), (52)."""
         if dx is not None:
-            _pool.mean_upsample(grad, self.scale, dx, get_num_threads())
+            _pool.mean_upsample(grad, self.scale, dx, threads)
         return dx
 
     def describe(self):
@@ -426,7 +445,6 @@ class MaxPool2D(Layer):
         super().__init__(name)
         self.size = check_size(size, "size")
         self.stride = self.size if stride is None else check_size(stride, "stride")
-        self._args = {}
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -440,21 +458,19 @@ class MaxPool2D(Layer):
         s = self.stride
         return (c, (h - self.size) // s + 1, (w - self.size) // s + 1)
 
-    def _forward(self, x, out):
-        n = x.shape[0]
-        self._batch = n
-        arg = self._args.get(n)
-        if arg is None:
-            if len(self._args) > 4:
-                self._args.clear()
-            arg = self._args[n] = np.empty(out.shape, np.intc)
-        self._arg = arg
-        _pool.max_pool(x, self.size, self.stride, out, arg, get_num_threads())
+    def scratch(self, rows, train, threads):
+        # where each window's maximum was, as a flat index into its (H, W) map
+        return {"argmax": per_sample(self.output_shape, np.intc)}
+
+    def forward_into(self, x, out, s, threads):
+        """The maximum of each window, and where it was."""
+        _pool.max_pool(x, self.size, self.stride, out, s.argmax, threads)
         return out
 
-    def _backward(self, grad, dx):
+    def backward_into(self, x, y, grad, dx, s, threads):
+        """Each window's gradient to its maximum's pixel."""
         if dx is not None:
-            _pool.max_unpool(grad, self._arg, dx, get_num_threads())
+            _pool.max_unpool(grad, s.argmax, dx, threads)
         return dx
 
     def describe(self):
@@ -471,16 +487,17 @@ class Activation(Layer):
 
     function = None
 
-    def _forward(self, x, out):
-        self.y, self._batch = out, x.shape[0]
+    def forward_into(self, x, out, s, threads):
+        """y = f(z), element by element."""
         _activation.activation_forward(x.reshape(-1), out.reshape(-1),
-                                       ACTIVATION_CODES[self.function], get_num_threads())
+                                       ACTIVATION_CODES[self.function], threads)
         return out
 
-    def _backward(self, grad, dx):
+    def backward_into(self, x, y, grad, dx, s, threads):
+        """dz = dy f'(z), f' written with the output y."""
         if dx is not None:
-            _activation.activation_backward(self.y.reshape(-1), grad.reshape(-1), dx.reshape(-1),
-                                            ACTIVATION_CODES[self.function], get_num_threads())
+            _activation.activation_backward(y.reshape(-1), grad.reshape(-1), dx.reshape(-1),
+                                            ACTIVATION_CODES[self.function], threads)
         return dx
 
 
@@ -531,14 +548,15 @@ class Softmax(Layer):
                               f"(add a Flatten layer before it)")
         return input_shape
 
-    def _forward(self, x, out):
-        self.y, self._batch = out, x.shape[0]
-        _activation.softmax_forward(x, out, get_num_threads())
+    def forward_into(self, x, out, s, threads):
+        """The softmax of each row."""
+        _activation.softmax_forward(x, out, threads)
         return out
 
-    def _backward(self, grad, dx):
+    def backward_into(self, x, y, grad, dx, s, threads):
+        """dz = y (dy - sum(dy y)), row by row."""
         if dx is not None:
-            _activation.softmax_backward(self.y, grad, dx, get_num_threads())
+            _activation.softmax_backward(y, grad, dx, threads)
         return dx
 
 
@@ -556,11 +574,12 @@ class Flatten(Layer):
     def compute_output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 
-    def _forward(self, x, out=None):
-        self._batch = x.shape[0]
+    def forward_into(self, x, out, s, threads):
+        """F: the maps as one row per sample (a view)."""
         return x.reshape(x.shape[0], -1)
 
-    def _backward(self, grad, dx=None):
+    def backward_into(self, x, y, grad, dx, s, threads):
+        """F^-1: the row back into maps (a view)."""
         return grad.reshape((grad.shape[0],) + self.input_shape)
 
     # the public methods return new arrays, like the other layers, not views
@@ -591,7 +610,6 @@ class Dense(Layer):
         self.in_features = check_size(in_features, "in_features")
         self.out_features = check_size(out_features, "out_features")
         self.activation = _check_activation(activation)
-        self._delta = None
 
     def compute_output_shape(self, input_shape):
         if tuple(input_shape) != (self.in_features,):
@@ -610,19 +628,20 @@ class Dense(Layer):
         self.params["weight"][...] = rng.uniform(-bound, bound, self.params["weight"].shape)
         self.params["bias"][...] = 0
 
-    def _forward(self, f, out):
-        self.x, self.y, self._batch = f, out, f.shape[0]
+    def scratch(self, rows, train, threads):
+        return {"delta": per_sample((self.out_features,))} if train else {}
+
+    def forward_into(self, f, out, s, threads):
+        """eq. (12)."""
         _dense.dense_forward(f, self.params["weight"], self.params["bias"], out,
-                             ACTIVATION_CODES[self.activation], get_num_threads())
+                             ACTIVATION_CODES[self.activation], threads)
         return out
 
-    def _backward(self, grad, dx):
-        n = grad.shape[0]
-        if self._delta is None or self._delta.shape[0] < n:
-            self._delta = np.empty((n, self.out_features), self.dtype)
-        _dense.dense_backward(self.x, self.params["weight"], self.y, grad,
+    def backward_into(self, f, y, grad, dx, s, threads):
+        """eq. (17)-(30)."""
+        _dense.dense_backward(f, self.params["weight"], y, grad,
                               ACTIVATION_CODES[self.activation], self.grads["weight"],
-                              self.grads["bias"], dx, self._delta, get_num_threads())
+                              self.grads["bias"], dx, s.delta, threads)
         return dx
 
     def describe(self):

@@ -1,23 +1,36 @@
-"""Sequential models, their training loop, and the paper's network.
+"""Sequential models, and the paper's network.
 
-`seed_cnn()` builds the network of Zhang's derivation (seeds/000, Figure 1),
-which is the MATLAB DeepLearnToolbox demo: 28x28 input, C1 (6 maps, 5x5,
-sigmoid), S1 (2x2 mean), C2 (12 maps, 5x5, sigmoid), S2 (2x2 mean), FC
-(192 -> 10, sigmoid), squared error, SGD.
+`seed_cnn()` builds the network of Zhang's "Derivation of Backpropagation in
+Convolutional Neural Network" (its Figure 1), which is the MATLAB
+DeepLearnToolbox demo: 28x28 input, C1 (6 maps, 5x5, sigmoid), S1 (2x2
+mean), C2 (12 maps, 5x5, sigmoid), S2 (2x2 mean), FC (192 -> 10, sigmoid),
+squared error, SGD.
+
+A model holds its layers and their parameters; the arrays of a call (layer
+outputs, gradients, scratch) live in a workspace of that call
+(fastcnn._workspace). So one model can serve several threads at once:
+forward passes (forward, activations, predict, predict_proba,
+predict_scores, evaluate) run side by side and each gives exactly what it
+would give alone; a training step (backprop, a step of fit, an optimiser's
+step) waits for them and has the model to itself, and forward passes wait
+for it. `model.lock` is that lock, for code that changes parameters by hand.
 """
 
+from collections import Counter
 
 import numpy as np
 
-from fastcnn import losses
+from fastcnn import _activation, _modelfile, _threads, losses, training
+from fastcnn._threads import SharedLock
 from fastcnn._validate import (
     check_dtype,
     check_images,
     check_int,
     check_labels,
-    check_size,
+    check_shape,
     check_targets,
 )
+from fastcnn._workspace import Workspace, WorkspacePool
 from fastcnn.layers import LAYER_TYPES, Conv2D, Dense, Flatten, Layer, MeanPool2D
 
 # Default names follow the paper's letters: C for convolution, S for
@@ -48,6 +61,10 @@ class Sequential:
     params, grads : dict of str -> ndarray
         Every parameter and its gradient, named "<layer>.<param>" in layer
         order. The arrays are the model's own: writing into them changes it.
+    lock : fastcnn._threads.SharedLock
+        Forward passes hold it for reading, training steps for writing; hold
+        `with model.lock.writing():` to change parameters by hand while other
+        threads use the model.
 
     Parameters that hold NaN or infinity (written into `params`, or left by
     a diverged training) are refused: forward, activations, backprop,
@@ -73,13 +90,7 @@ class Sequential:
             raise TypeError("layers must be a non-empty list of fastcnn layers"
                             + (f", got {bad!r} in it" if self.layers else ", got an empty one"))
         self.dtype = check_dtype(dtype)
-        try:
-            shape = tuple(check_size(s, "input_shape entries") for s in input_shape)
-        except TypeError:
-            if isinstance(input_shape, (tuple, list)):
-                raise
-            raise TypeError(f"input_shape must be (channels, height, width), "
-                            f"got {input_shape!r}") from None
+        shape = check_shape(input_shape, "input_shape must be (channels, height, width)")
         if len(shape) != 3:
             raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
         self.input_shape = shape
@@ -92,25 +103,27 @@ class Sequential:
             self._name_layers()
             for layer in self.layers:
                 shape = layer.build(shape, self.dtype)
+            self.output_shape = shape
+            if loss == "cross_entropy":
+                self._check_scores_layer()
         except Exception:
             # leave the layers as they were given, so the user can fix and retry
             for layer, name in zip(self.layers, given):
-                layer.name, layer.dtype, layer.params, layer.grads = name, None, {}, {}
+                layer.unbuild(name)
             raise
-        self.output_shape = shape
-        if loss == "cross_entropy":
-            last = next((layer for layer in reversed(self.layers)
-                         if not isinstance(layer, Flatten)), None)
-            if not isinstance(last, (Dense, Conv2D)) or last.activation is not None:
-                for layer, name in zip(self.layers, given):
-                    layer.name, layer.dtype, layer.params, layer.grads = name, None, {}, {}
-                raise ValueError(
-                    "loss='cross_entropy' applies the softmax itself: the last layer must be a "
-                    f"Dense or Conv2D without activation (scores), not {last!r}")
         self._gather_parameters()
-        self._plans = {}
+        self.lock = SharedLock()
+        self._workspaces = WorkspacePool(self.workspace)
         self.stop_training = False  # set by a callback to end fit after the epoch
         self.reset_parameters(seed)
+
+    def _check_scores_layer(self):
+        last = next((layer for layer in reversed(self.layers) if not isinstance(layer, Flatten)),
+                    None)
+        if not isinstance(last, (Dense, Conv2D)) or last.activation is not None:
+            raise ValueError(
+                "loss='cross_entropy' applies the softmax itself: the last layer must be a "
+                f"Dense or Conv2D without activation (scores), not {last!r}")
 
     def _gather_parameters(self):
         # All parameters live in one flat array and all gradients in another;
@@ -130,9 +143,9 @@ class Sequential:
                 offset += p.size
 
     def _name_layers(self):
-        named = [layer.name for layer in self.layers if layer.name is not None]
-        for name in named:
-            if named.count(name) > 1:
+        named = Counter(layer.name for layer in self.layers if layer.name is not None)
+        for name, count in named.items():
+            if count > 1:
                 raise ValueError(f"two layers are named {name!r}; layer names must be unique")
         taken, counts = set(named), {}
         for layer in self.layers:
@@ -143,21 +156,44 @@ class Sequential:
                     layer.name = f"{prefix}{counts[prefix]}"
                 taken.add(layer.name)
 
+    @property
+    def flat_params(self):
+        """Every parameter in one vector, in `params` order: the arrays of
+        `params` are views into it (an optimiser updates it in one pass)."""
+        return self._flat_params
+
+    @property
+    def flat_grads(self):
+        """Every gradient in one vector, in `grads` order (views, as flat_params)."""
+        return self._flat_grads
+
     # ------------------------------------------------------------------ setup
     def reset_parameters(self, seed=0):
         """Initialise every layer from np.random.default_rng(seed), in layer
         order (eq. (1)-(3) for the paper's layers): same seed, same weights."""
         rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
-        for layer in self.layers:
-            layer.reset_parameters(rng)
+        with self.lock.writing():
+            for layer in self.layers:
+                layer.reset_parameters(rng)
 
-    def _check_parameters(self):
+    def check_parameters(self):
         """Raise ValueError, naming it, if a parameter holds NaN or infinity."""
         if np.isfinite(self._flat_params).all():
             return
         name = next(n for n, p in self.params.items() if not np.isfinite(p).all())
         raise ValueError(f"parameter {name} contains NaN or infinity; re-initialise the model "
                          f"(reset_parameters) or load a good one")
+
+    @property
+    def num_classes(self):
+        """K, the number of outputs per image of a classifier; ValueError for
+        a model whose output is not one score per class."""
+        if len(self.output_shape) != 1:
+            raise ValueError(
+                f"the model's output has shape {self.output_shape} per image; training and "
+                f"evaluation need one score per class, shape (K,): end it with Flatten and Dense"
+            )
+        return self.output_shape[0]
 
     def num_parameters(self):
         """Number of trainable scalars (3898 for seed_cnn, as in section 1.1)."""
@@ -181,51 +217,65 @@ class Sequential:
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
         return f"Sequential([\n  {inner}\n], input_shape={self.input_shape}, dtype={self.dtype.name!r})"
 
+    # ------------------------------------------- passes, in a workspace
+    def workspace(self, rows, train=False, threads=None):
+        """A new Workspace (fastcnn._workspace) for batches of up to `rows`
+        images: every array a pass needs (with train, a backward pass too),
+        for `threads` kernel threads (default: fastcnn.get_num_threads()).
+        For train_batch; one thread uses a workspace at a time."""
+        return Workspace(self.layers, self.output_shape, self.dtype, check_int(rows, "rows"),
+                         bool(train), _threads.resolve(threads))
+
+    def _forward_pass(self, x, p, threads):
+        """Section 1, feedforward, through the Pass p; returns the output."""
+        for i, layer in enumerate(self.layers):
+            p.xs[i] = x
+            x = p.ys[i] = layer.forward_into(x, p.out[i], p.scratch[i], threads)
+        return x
+
+    def _backward_pass(self, grad, p, threads):
+        """Section 2, backpropagation of dL/d(output) through the Pass p."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            grad = self.layers[i].backward_into(p.xs[i], p.ys[i], grad, p.dx[i], p.scratch[i],
+                                                threads)
+
+    def train_batch(self, x, t, workspace):
+        """Sections 1 and 2 for one batch, without checks: the loss L of
+        eq. (13) (batch mean), with `grads` filled.
+
+        x (n, C, H, W) C-contiguous in the model's dtype and t (n, K) one-hot
+        targets, as fit gathers them; `workspace` from
+        workspace(rows >= n, train=True). Hold `lock.writing()` when other
+        threads may use the model. `backprop` is the checked version.
+        """
+        p = workspace.at(x.shape[0])
+        yhat = self._forward_pass(x, p, workspace.threads)
+        loss, grad = losses.LOSSES[self.loss](yhat, t, p.grad)
+        self._backward_pass(grad, p, workspace.threads)
+        return loss
+
     # ------------------------------------------------------- one step, paper
     def forward(self, x):
         """Section 1, feedforward: images x (N, C, H, W) -> outputs (N, K), a new array."""
         x = check_images(x, self.input_shape, self.dtype)
-        self._check_parameters()
-        return self._forward(x).copy()
-
-    def _forward(self, x, plan=None):
-        plan = plan or self._plan(x.shape[0], train=False)
-        for layer, out in zip(self.layers, plan["out"]):
-            x = layer._forward(x, out)
-        return x
-
-    # Layer outputs and input gradients for a batch size, kept for reuse: fit
-    # allocates nothing per batch. Only a few sizes, and no huge ones, are kept.
-    _PLANS_KEPT, _PLAN_MAX_BATCH = 4, 4096
-
-    def _plan(self, n, train):
-        key = (n, train)
-        plan = self._plans.pop(key, None)
-        if plan is None:
-            def buffer(shape, wanted):
-                return np.empty((n,) + shape, self.dtype) if wanted else None
-            plan = {
-                "out": [buffer(layer.output_shape, layer.writes_output) for layer in self.layers],
-                "dx": [buffer(layer.input_shape, train and i > 0 and layer.writes_input_grad)
-                       for i, layer in enumerate(self.layers)],
-                "grad": buffer(self.output_shape, train),
-            }
-        if n <= self._PLAN_MAX_BATCH:
-            self._plans[key] = plan  # most recently used last
-            while len(self._plans) > self._PLANS_KEPT:
-                del self._plans[next(iter(self._plans))]
-        return plan
+        threads = _threads.get_num_threads()
+        with self.lock.reading():
+            self.check_parameters()
+            with self._workspaces.borrow(x.shape[0], False, threads) as ws:
+                return self._forward_pass(x, ws.at(x.shape[0]), threads).copy()
 
     def activations(self, x):
         """Every layer's output for images x (N, C, H, W), in layer order:
         {layer name: new array (N,) + layer.output_shape}. The maps of the
         paper's Figure 1, for looking at."""
         x = check_images(x, self.input_shape, self.dtype)
-        self._check_parameters()
-        out = {}
-        for layer in self.layers:
-            x = out[layer.name] = layer.forward(x)
-        return out
+        threads = _threads.get_num_threads()
+        with self.lock.reading():
+            self.check_parameters()
+            with self._workspaces.borrow(x.shape[0], False, threads) as ws:
+                p = ws.at(x.shape[0])
+                self._forward_pass(x, p, threads)
+                return {layer.name: y.copy() for layer, y in zip(self.layers, p.ys)}
 
     def backprop(self, x, y):
         """Sections 1 and 2: feedforward x, then backpropagate the loss of eq. (13)
@@ -234,25 +284,12 @@ class Sequential:
         Fills `grads` (overwriting them) and returns the batch loss L.
         """
         x = check_images(x, self.input_shape, self.dtype)
-        t = check_targets(y, x.shape[0], self._classes(), self.dtype)
-        self._check_parameters()
-        return self._backprop(x, t)
-
-    def _backprop(self, x, t):
-        plan = self._plan(x.shape[0], train=True)
-        yhat = self._forward(x, plan)
-        loss, grad = losses.LOSSES[self.loss](yhat, t, plan["grad"])
-        for i in range(len(self.layers) - 1, -1, -1):
-            grad = self.layers[i]._backward(grad, plan["dx"][i])
-        return loss
-
-    def _classes(self):
-        if len(self.output_shape) != 1:
-            raise ValueError(
-                f"the model's output has shape {self.output_shape} per image; training and "
-                f"evaluation need one score per class, shape (K,): end it with Flatten and Dense"
-            )
-        return self.output_shape[0]
+        t = check_targets(y, x.shape[0], self.num_classes, self.dtype)
+        threads = _threads.get_num_threads()
+        with self.lock.writing():
+            self.check_parameters()
+            with self._workspaces.borrow(x.shape[0], True, threads) as ws:
+                return self.train_batch(x, t, ws)
 
     # ---------------------------------------------------------- training, use
     def fit(self, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
@@ -288,7 +325,8 @@ class Sequential:
             each batch (see fastcnn.callbacks: EarlyStopping, CSVLogger).
         checkpoint_dir : path, optional
             Save `last.npz` after every epoch and `best.npz` after the best
-            (lowest validation error, else lowest mean loss), atomically.
+            (lowest validation error, else lowest mean loss), atomically
+            (fastcnn.callbacks.ModelCheckpoint).
         resume : bool
             Go on from checkpoint_dir/last.npz: its parameters, shuffling
             state, optimiser state and history. The result equals, bit for
@@ -311,24 +349,34 @@ class Sequential:
         fastcnn.training). If training diverges (a batch's loss, or a
         parameter after an epoch's last step, is NaN or infinite), fit
         raises FloatingPointError saying where, rather than go on with NaN.
+        Other threads may predict with the model meanwhile: each of their
+        calls sees the parameters between two steps (see `lock`).
         """
-        from fastcnn import training
-
         return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                             progress=progress, validation_data=validation_data,
                             callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume,
                             optimizer=optimizer, schedule=schedule)
 
-    def predict_scores(self, x, batch_size=256):
+    def predict_scores(self, x, batch_size=256, check_input=True):
         """Outputs (N, K) of `forward`, computed batch_size images at a time
-        (memory stays small whatever N is; x may be memory-mapped)."""
-        x = check_images(x, self.input_shape, self.dtype, copy_dtype=False)
+        (memory stays small whatever N is; x may be memory-mapped).
+        check_input=False skips the checks of x (shape, dtype, finite values)
+        and of the parameters, for a caller that has made them (fit's
+        validation data, checked once per fit)."""
+        if check_input:
+            x = check_images(x, self.input_shape, self.dtype, copy_dtype=False)
         batch_size = check_int(batch_size, "batch_size")
-        self._check_parameters()
-        out = np.empty((x.shape[0],) + self.output_shape, dtype=self.dtype)
-        for start in range(0, x.shape[0], batch_size):
-            xb = np.ascontiguousarray(x[start : start + batch_size], dtype=self.dtype)
-            out[start : start + batch_size] = self._forward(xb)
+        threads = _threads.get_num_threads()
+        n = x.shape[0]
+        out = np.empty((n,) + self.output_shape, dtype=self.dtype)
+        with self.lock.reading():
+            if check_input:
+                self.check_parameters()
+            with self._workspaces.borrow(min(batch_size, n), False, threads) as ws:
+                for start in range(0, n, batch_size):
+                    xb = np.ascontiguousarray(x[start : start + batch_size], dtype=self.dtype)
+                    out[start : start + batch_size] = self._forward_pass(xb, ws.at(xb.shape[0]),
+                                                                         threads)
         return out
 
     def predict_proba(self, x, batch_size=256):
@@ -337,16 +385,18 @@ class Sequential:
         they are (sigmoids, not normalised)."""
         return scores_to_proba(self.predict_scores(x, batch_size), self.loss)
 
-    def predict(self, x, batch_size=256):
+    def predict(self, x, batch_size=256, check_input=True):
         """Class ids (N,) int64: the index of the largest output for each image."""
-        self._classes()
-        return np.argmax(self.predict_scores(x, batch_size), axis=1).astype(np.int64)
+        self.num_classes  # noqa: B018 - raises for a model that does not classify
+        return np.argmax(self.predict_scores(x, batch_size, check_input), axis=1).astype(np.int64)
 
-    def evaluate(self, x, y, batch_size=256):
-        """Fraction of images misclassified, in [0, 1]; y is (N,) labels or (N, K) one-hot."""
-        x = check_images(x, self.input_shape, self.dtype, copy_dtype=False)
-        labels = check_labels(y, x.shape[0], self._classes())
-        return float(np.mean(self.predict(x, batch_size) != labels))
+    def evaluate(self, x, y, batch_size=256, check_input=True):
+        """Fraction of images misclassified, in [0, 1]; y is (N,) labels or (N, K) one-hot.
+        check_input=False: as for predict_scores, and y must be (N,) labels."""
+        if check_input:
+            x = check_images(x, self.input_shape, self.dtype, copy_dtype=False)
+            y = check_labels(y, x.shape[0], self.num_classes)
+        return float(np.mean(self.predict(x, batch_size, check_input) != y))
 
     # ------------------------------------------------------------ persistence
     def get_config(self):
@@ -362,7 +412,7 @@ class Sequential:
     @classmethod
     def from_config(cls, config):
         """Rebuild an (initialised, untrained) model from get_config()'s output."""
-        return cls(_layers_from_config(config), config["input_shape"], dtype=config["dtype"],
+        return cls(layers_from_config(config), config["input_shape"], dtype=config["dtype"],
                    loss=config.get("loss", "mse"))
 
     def __reduce__(self):
@@ -370,25 +420,21 @@ class Sequential:
         # architecture and the flat parameters. Pickling the attributes would
         # copy every layer's array on its own, so the layers' parameters would
         # no longer be views into _flat_params and an optimiser step after
-        # unpickling would not reach them; it would also carry the buffers.
+        # unpickling would not reach them; it would also carry the workspaces.
         return (_unpickle, (type(self), self.get_config(), self._flat_params.copy(),
                             self.stop_training))
 
     def save(self, path):
         """Write architecture and parameters to a .npz file (no pickle), atomically."""
-        from fastcnn import io
+        with self.lock.reading():
+            _modelfile.write(path, self)
 
-        io.save(self, path)
 
-
-def scores_to_proba(scores, loss):
+def scores_to_proba(scores, loss, threads=None):
     """Probabilities from a model's scores (N, K), in place: the softmax for
     loss="cross_entropy", the scores themselves for "mse"."""
     if loss == "cross_entropy":
-        from fastcnn import _activation
-        from fastcnn._threads import get_num_threads
-
-        _activation.softmax_forward(scores, scores, get_num_threads())
+        _activation.softmax_forward(scores, scores, _threads.resolve(threads))
     return scores
 
 
@@ -399,7 +445,7 @@ def _unpickle(cls, config, flat_params, stop_training):
     return model
 
 
-def _layers_from_config(config):
+def layers_from_config(config):
     """The (unbuilt) layers described by get_config()'s output; only fastcnn's
     own layer classes, from a fixed table."""
     layers = []

@@ -2,12 +2,16 @@
 
     seed_cnn()   the network of Zhang's derivation and the DeepLearnToolbox demo
     lenet5()     LeCun et al.'s LeNet-5 (1998), with today's usual choices available
+
+BUILDERS names them (for the command line and sweeps), and
+RECOMMENDED_OPTIMIZER says how each is trained best: the paper's SGD for
+seed_cnn, Adam for LeNet-5.
 """
 
 from fastcnn.layers import Conv2D, Dense, Flatten, MaxPool2D, MeanPool2D
 from fastcnn.model import Sequential, seed_cnn
 
-__all__ = ["seed_cnn", "lenet5"]
+__all__ = ["seed_cnn", "lenet5", "BUILDERS", "RECOMMENDED_OPTIMIZER"]
 
 
 def lenet5(seed=0, dtype="float32", activation="relu", pooling="max", input_shape=(1, 28, 28),
@@ -61,3 +65,7 @@ def lenet5(seed=0, dtype="float32", activation="relu", pooling="max", input_shap
         seed=seed,
         loss=loss,
     )
+
+
+BUILDERS = {"seed_cnn": seed_cnn, "lenet5": lenet5}
+RECOMMENDED_OPTIMIZER = {"seed_cnn": "sgd", "lenet5": "adam"}

@@ -8,31 +8,25 @@ the same settings train the same way in both.
 
 A schedule sets the learning rate at the start of each epoch of fit, from
 the optimiser's initial rate: StepLR, CosineLR.
+
+`create("sgd" | "momentum" | "adam", model)` makes one by name, with the
+learning rate of DEFAULT_LR unless given: what the command line and the
+Dask sweeps use.
 """
 
 import math
 
 import numpy as np
 
-from fastcnn import _optim
-from fastcnn._threads import get_num_threads
-from fastcnn._validate import check_int, check_positive_float
-
-
-def _check_fraction(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not 0 <= value < 1:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
-    return float(value)
-
-
-def _check_nonnegative(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return float(value)
+from fastcnn import _optim, _threads
+from fastcnn._validate import (
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_int,
+    check_nonnegative,
+    check_positive_float,
+)
 
 
 class Optimizer:
@@ -46,11 +40,18 @@ class Optimizer:
     def __init__(self, model, lr):
         self.model = model
         self.lr = check_positive_float(lr, "lr")
-        self._flat = getattr(model, "_flat_params", None)
+        self._flat = getattr(model, "flat_params", None)
         self._scratch = None
 
-    def step(self):
-        """Update every parameter once from the current gradients."""
+    def step(self, threads=None):
+        """Update every parameter once from the current gradients, holding the
+        model's lock for writing; `threads` as fastcnn.get_num_threads()."""
+        if self._flat is None:
+            raise TypeError(f"{type(self).__name__} needs a fastcnn Sequential model")
+        with self.model.lock.writing():
+            self._update(_threads.resolve(threads))
+
+    def _update(self, threads):
         raise NotImplementedError
 
     def config(self):
@@ -69,7 +70,7 @@ class Optimizer:
             raise TypeError(f"{type(self).__name__} needs a fastcnn Sequential model")
         if self._scratch is None:
             self._scratch = np.empty_like(self._flat)
-        return self._flat, self.model._flat_grads, self._scratch
+        return self._flat, self.model.flat_grads, self._scratch
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "type")
@@ -96,16 +97,15 @@ class SGD(Optimizer):
 
     def __init__(self, model, lr=1.0, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(model, lr)
-        self.momentum = _check_fraction(momentum, "momentum")
-        self.weight_decay = _check_nonnegative(weight_decay, "weight_decay")
-        if not isinstance(nesterov, bool):
-            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
+        self.momentum = check_fraction(momentum, "momentum")
+        self.weight_decay = check_nonnegative(weight_decay, "weight_decay")
+        nesterov = check_bool(nesterov, "nesterov")
         if nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs a momentum > 0")
         self.nesterov = nesterov
         self._velocity = None
 
-    def step(self):
+    def step(self, threads=None):
         """One update of every parameter: eq. (65)-(70)."""
         if self._flat is None:  # any object with params and grads dictionaries
             if self.momentum or self.weight_decay:
@@ -113,6 +113,9 @@ class SGD(Optimizer):
             for name, p in self.model.params.items():
                 p -= self.lr * self.model.grads[name]
             return
+        super().step(threads)
+
+    def _update(self, threads):
         p, g, scratch = self._flat_arrays()
         if not self.momentum and not self.weight_decay:
             # the paper's update: one operation over all the model's parameters
@@ -163,16 +166,14 @@ class Adam(Optimizer):
         super().__init__(model, lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
-        self.betas = (_check_fraction(betas[0], "betas[0]"), _check_fraction(betas[1], "betas[1]"))
+        self.betas = (check_fraction(betas[0], "betas[0]"), check_fraction(betas[1], "betas[1]"))
         self.eps = check_positive_float(eps, "eps")
-        self.weight_decay = _check_nonnegative(weight_decay, "weight_decay")
-        if not isinstance(decoupled, bool):
-            raise TypeError(f"decoupled must be True or False, got {decoupled!r}")
-        self.decoupled = decoupled
+        self.weight_decay = check_nonnegative(weight_decay, "weight_decay")
+        self.decoupled = check_bool(decoupled, "decoupled")
         self.t = 0
         self._m = self._v = None
 
-    def step(self):
+    def _update(self, threads):
         """One Adam update of every parameter."""
         p, g, _ = self._flat_arrays()
         b1, b2 = self.betas
@@ -180,7 +181,7 @@ class Adam(Optimizer):
             self._m, self._v = np.zeros_like(p), np.zeros_like(p)
         self.t += 1
         _optim.adam_step(p, g, self._m, self._v, self.lr, b1, b2, self.eps, self.t,
-                         self.weight_decay, self.decoupled, get_num_threads())
+                         self.weight_decay, self.decoupled, threads)
 
     def config(self):
         return dict(super().config(), betas=list(self.betas), eps=self.eps,
@@ -228,7 +229,7 @@ class CosineLR:
 
     def __init__(self, epochs, min_lr=0.0):
         self.epochs = check_int(epochs, "epochs")
-        self.min_lr = _check_nonnegative(min_lr, "min_lr")
+        self.min_lr = check_nonnegative(min_lr, "min_lr")
 
     def __call__(self, epoch, initial_lr):
         """The learning rate of epoch `epoch` (counting from 1)."""
@@ -238,3 +239,23 @@ class CosineLR:
     def config(self):
         """The schedule's settings, as JSON-compatible values."""
         return {"type": "CosineLR", "epochs": self.epochs, "min_lr": self.min_lr}
+
+
+# The learning rate each optimiser starts from unless told otherwise: the
+# paper's alpha for plain SGD, and the usual rates with momentum and for Adam.
+DEFAULT_LR = {"sgd": 1.0, "momentum": 0.1, "adam": 1e-3}
+
+
+def create(name, model, lr=None, momentum=None, weight_decay=0.0):
+    """An optimiser for `model` by name: "sgd" (the paper's eq. (65)-(70)),
+    "momentum" (SGD with momentum 0.9 unless given) or "adam"; lr defaults
+    to DEFAULT_LR[name]."""
+    check_choice(name, "optimizer", tuple(DEFAULT_LR))
+    lr = DEFAULT_LR[name] if lr is None else lr
+    if name == "adam":
+        if momentum is not None:
+            raise ValueError("momentum is an argument of SGD; Adam has betas instead")
+        return Adam(model, lr=lr, weight_decay=weight_decay)
+    if momentum is None:
+        momentum = 0.9 if name == "momentum" else 0.0
+    return SGD(model, lr=lr, momentum=momentum, weight_decay=weight_decay)

@@ -1,49 +1,40 @@
 """The training loop behind `Sequential.fit`: mini-batch SGD as the
-DeepLearnToolbox demo runs it, with callbacks, checkpoints and a clean stop
-on Ctrl-C.
+DeepLearnToolbox demo runs it.
 
-Checkpoints. With checkpoint_dir, after every epoch the model is written to
-`last.npz`, and to `best.npz` when the epoch is the best so far (lowest
-validation error, or lowest mean loss without validation data). Each file
-is an ordinary model file (fastcnn.load reads it) that also holds the state
-of training: the epochs done, the exact state of the shuffling generator,
-the history and the arguments of fit. Files are written to a temporary name
-and renamed, so neither is ever half-written.
+`fit` checks its arguments once (the validation set included), turns what
+it is asked for into callbacks (fastcnn.callbacks: divergence checks, the
+learning-rate schedule, checkpoints and resuming, the progress bar) and
+runs `train`, which is only this: for every epoch, for every batch, a
+training step (backprop and the optimiser's step, eq. (65)-(70)), with the
+callbacks called at the events of training.
 
-Resuming. fit(..., checkpoint_dir=d, resume=True) loads d/last.npz into the
-model and goes on from the epoch after it. Since the shuffle of every epoch
-comes from the saved generator state and nothing else in training is
-random, the result is the same, bit for bit, as a run that was never
-stopped.
+Determinism. The shuffle of every epoch comes from one generator seeded by
+fit's seed, and nothing else in training is random, so the trained
+parameters are the same bit for bit for a given seed, whatever the thread
+count, and a resumed run equals one that was never stopped.
 
-Ctrl-C. The first interrupt lets the current batch finish (its SGD step
+Ctrl-C. The first interrupt lets the current batch finish (its step
 included), then fit raises KeyboardInterrupt: the model holds the parameters
 after that batch, and the last checkpoint those after the last whole epoch.
 A second Ctrl-C interrupts at once.
+
+Sharing the model. Each step holds the model's lock for writing, so other
+threads may predict with it meanwhile and each of their calls sees the
+parameters between two steps.
 """
 
-import json
-import os
 import signal
-import sys
 import threading
 import time
 import zlib
+from functools import cached_property
 
 import numpy as np
 
-from fastcnn import io
-from fastcnn._validate import (
-    check_images,
-    check_int,
-    check_labels,
-    check_positive_float,
-    check_targets,
-)
-from fastcnn.callbacks import Callback
+from fastcnn import _threads
+from fastcnn import callbacks as _callbacks
+from fastcnn._validate import check_images, check_int, check_labels, check_targets
 from fastcnn.optim import SGD, Optimizer
-
-LAST, BEST = "last.npz", "best.npz"
 
 
 class History:
@@ -64,6 +55,8 @@ class History:
         Error on `validation_data` after each epoch (empty without it).
     """
 
+    _FIELDS = ("loss", "smoothed_loss", "epoch_loss", "epoch_seconds", "val_error")
+
     def __init__(self):
         self.loss = []
         self.smoothed_loss = []
@@ -72,44 +65,219 @@ class History:
         self.val_error = []
         self._batches = []  # batches of each epoch
 
-    def _record(self, loss):
+    def record_batch(self, loss):
+        """Add a batch's loss, and its smoothed loss."""
         smoothed = loss if not self.smoothed_loss else 0.99 * self.smoothed_loss[-1] + 0.01 * loss
         self.loss.append(loss)
         self.smoothed_loss.append(smoothed)
 
+    def record_epoch(self, seconds, batches):
+        """Close an epoch of `batches` batches that took `seconds` to train."""
+        self.epoch_seconds.append(seconds)
+        self.epoch_loss.append(float(np.mean(self.loss[-batches:])))
+        self._batches.append(batches)
+
     def epoch_logs(self, epoch):
         """The figures of epoch `epoch` (counting from 1), as callbacks get them."""
+        last_batch = int(np.sum(self._batches[:epoch])) - 1
         logs = {"epoch": epoch, "loss": self.epoch_loss[epoch - 1],
-                "smoothed_loss": self._epoch_end_smoothed[epoch - 1],
+                "smoothed_loss": self.smoothed_loss[last_batch],
                 "seconds": self.epoch_seconds[epoch - 1]}
         if len(self.val_error) >= epoch:
             logs["val_error"] = self.val_error[epoch - 1]
         return logs
 
-    @property
-    def _epoch_end_smoothed(self):
-        ends = np.cumsum(self._batches)
-        return [self.smoothed_loss[e - 1] for e in ends]
+    def state(self):
+        """(figures, batches per epoch): everything, as JSON-compatible lists."""
+        return {name: getattr(self, name) for name in self._FIELDS}, list(self._batches)
 
-    def _state(self):
-        return {name: getattr(self, name) for name in
-                ("loss", "smoothed_loss", "epoch_loss", "epoch_seconds", "val_error")}
-
-    @classmethod
-    def _from_state(cls, state, batches):
-        history = cls()
-        for name, values in state.items():
-            setattr(history, name, [float(v) for v in values])
-        history._batches = list(batches)
-        return history
+    def restore(self, figures, batches):
+        """Put back what state() returned (a resumed fit)."""
+        for name in self._FIELDS:
+            setattr(self, name, [float(v) for v in figures[name]])
+        self._batches = [int(b) for b in batches]
 
     def __repr__(self):
         return (f"History(batches={len(self.loss)}, epochs={len(self.epoch_seconds)}, "
                 f"last_loss={self.loss[-1] if self.loss else None})")
 
 
+class Batches:
+    """The training set in mini-batches: each epoch a new order from `rng`
+    (seeded once, by fit's seed), each batch gathered into the same two
+    arrays (fit allocates nothing per batch).
+
+    x and y are checked once here: images (N, C, H, W) of any floating
+    dtype (converted batch by batch, so a memory-mapped set is never copied
+    whole), labels or one-hot targets.
+    """
+
+    def __init__(self, model, x, y, batch_size, seed):
+        self.x = check_images(x, model.input_shape, model.dtype, copy_dtype=False)
+        self.n = n = self.x.shape[0]
+        self.t = check_targets(y, n, model.num_classes, model.dtype)
+        self.batch_size = check_int(batch_size, "batch_size")
+        # more than there are images: one batch of all of them, as Keras and
+        # PyTorch's DataLoader do (batch_size is kept as given for checkpoints)
+        self.rows = min(self.batch_size, n)
+        self.seed = check_int(seed, "seed", minimum=0)
+        self.rng = np.random.default_rng(self.seed)
+        self._xb = np.empty((self.rows,) + model.input_shape, model.dtype)
+        self._tb = np.empty((self.rows,) + model.output_shape, model.dtype)
+        self._x_rows, self._xb_rows = self.x, self._xb
+        if self.x.dtype == model.dtype and not self.x.flags.aligned and self.x.flags.c_contiguous:
+            # Arrays that arrive through pickled buffers (Dask, joblib, sockets)
+            # may start at an address that is no multiple of the item size;
+            # NumPy then gathers them element by element, ~100x slower. Their
+            # rows as bytes are gathered with one copy each.
+            self._x_rows = self.x.reshape(n, -1).view(np.uint8)
+            self._xb_rows = self._xb.reshape(self.rows, -1).view(np.uint8)
+
+    def epoch(self):
+        """Yield (x, t) for every batch of a new epoch, in a new order."""
+        order = self.rng.permutation(self.n)
+        for start in range(0, self.n, self.rows):
+            idx = order[start : start + self.rows]
+            xb, tb = self._xb[: len(idx)], self._tb[: len(idx)]
+            if self.x.dtype == xb.dtype:
+                np.take(self._x_rows, idx, axis=0, out=self._xb_rows[: len(idx)], mode="clip")
+            else:
+                xb[...] = self.x[idx]
+            np.take(self.t, idx, axis=0, out=tb, mode="clip")
+            yield xb, tb
+
+    def images_in(self, batch):
+        """The number of images in batch `batch` (from 1) of an epoch."""
+        return min(self.rows, self.n - (batch - 1) * self.rows)
+
+    def fingerprint(self):
+        """A cheap check that a resumed fit sees the same data: CRC-32 of the
+        targets and of about a thousand evenly spaced images."""
+        crc = zlib.crc32(np.ascontiguousarray(self.t).tobytes())
+        step = max(1, self.n // 1000)
+        return zlib.crc32(np.ascontiguousarray(self.x[::step]).tobytes(), crc)
+
+
+class Run:
+    """One call of fit, as its callbacks see it (`callback.run`): the model,
+    optimizer, batches (with the shuffling generator `batches.rng`),
+    history, the epochs asked for and done, and the thread count."""
+
+    def __init__(self, model, optimizer, batches, epochs, schedule, validation):
+        self.model, self.optimizer, self.batches = model, optimizer, batches
+        self.epochs, self.epochs_done = epochs, 0
+        self.schedule, self.validation = schedule, validation
+        self.history = History()
+        self.threads = _threads.get_num_threads()
+
+    @cached_property
+    def arguments(self):
+        """What a checkpoint must share with a fit that resumes from it."""
+        return {"batch_size": self.batches.batch_size, "optimizer": self.optimizer.config(),
+                "schedule": None if self.schedule is None else self.schedule.config(),
+                "seed": self.batches.seed, "samples": self.batches.n,
+                "data": self.batches.fingerprint(), "validation": self.validation is not None}
+
+
+def fit(model, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
+        validation_data=None, callbacks=None, checkpoint_dir=None, resume=False,
+        optimizer=None, schedule=None):
+    """See Sequential.fit."""
+    batches = Batches(model, x, y, batch_size, seed)
+    epochs = check_int(epochs, "epochs")
+    optimizer = _check_optimizer(model, optimizer, lr)
+    if schedule is not None and not callable(getattr(schedule, "config", None)):
+        raise TypeError(f"schedule must be a fastcnn.optim schedule (StepLR, CosineLR), "
+                        f"got {schedule!r}")
+    given = _callbacks.check_callbacks(callbacks)
+    validation = _check_validation(model, validation_data)
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs the checkpoint_dir to resume from")
+
+    own = [_callbacks.DivergenceCheck()]
+    if schedule is not None:
+        own.append(_callbacks.LearningRateSchedule(schedule))
+    hint = ""
+    if checkpoint_dir is not None:
+        checkpoint = _callbacks.ModelCheckpoint(checkpoint_dir, resume=resume)
+        own.append(checkpoint)
+        hint = checkpoint.resume_hint()
+    own.append(_callbacks.ProgressBar(progress))
+    run = Run(model, optimizer, batches, epochs, schedule, validation)
+    return train(run, own + given, interrupt_hint=hint)
+
+
+def train(run, callbacks, interrupt_hint=""):
+    """The loop: for every epoch, for every batch, a training step; the
+    callbacks at the events (fastcnn.callbacks). Returns run.history."""
+    model, optimizer, history = run.model, run.optimizer, run.history
+    workspace = model.workspace(run.batches.rows, train=True, threads=run.threads)
+    for cb in callbacks:
+        cb.run = run
+    model.stop_training = False
+    _each(callbacks, "on_train_begin", model, history)  # a checkpoint resumes here
+    try:
+        model.check_parameters()
+        with _StopOnInterrupt(interrupt_hint) as interrupt:
+            for epoch in range(run.epochs_done + 1, run.epochs + 1):
+                if model.stop_training:
+                    break
+                _each(callbacks, "on_epoch_begin", epoch, model)
+                start = time.perf_counter()
+                for batch, (x, t) in enumerate(run.batches.epoch(), 1):
+                    with model.lock.writing():
+                        loss = model.train_batch(x, t, workspace)        # sections 1 and 2
+                        _each(callbacks, "on_before_step", epoch, batch, loss, model)
+                        optimizer.step(threads=run.threads)              # section 3
+                    history.record_batch(loss)
+                    _each(callbacks, "on_batch_end", epoch, batch, loss, model)
+                    interrupt.check(epoch, batch)
+                history.record_epoch(time.perf_counter() - start, batch)
+                if run.validation is not None:
+                    history.val_error.append(model.evaluate(*run.validation, check_input=False))
+                _each(callbacks, "on_epoch_end", epoch, history.epoch_logs(epoch), model)
+                run.epochs_done = epoch
+    finally:
+        _each(callbacks, "on_train_end", model, history)
+    return history
+
+
+def _each(callbacks, event, *args):
+    for cb in callbacks:
+        getattr(cb, event)(*args)
+
+
+def _check_optimizer(model, optimizer, lr):
+    """The optimizer fit uses: the one given (made for this model), or plain
+    SGD with lr (1.0, the demo's alpha, by default)."""
+    if optimizer is None:
+        return SGD(model, lr=1.0 if lr is None else lr)
+    if lr is not None:
+        raise ValueError("give the learning rate to the optimizer, not to fit")
+    if not isinstance(optimizer, Optimizer) or optimizer.model is not model:
+        raise ValueError("optimizer must be a fastcnn optimizer made for this model")
+    return optimizer
+
+
+def _check_validation(model, validation_data):
+    """(x_val, labels) checked once, or None."""
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise TypeError(f"validation_data must be a pair (x_val, y_val), got "
+                        f"{type(validation_data).__name__}"
+                        + (f" of length {len(validation_data)}"
+                           if isinstance(validation_data, (tuple, list)) else ""))
+    x_val, y_val = validation_data
+    x_val = check_images(x_val, model.input_shape, model.dtype, name="x_val", copy_dtype=False)
+    return x_val, check_labels(y_val, x_val.shape[0], model.num_classes, name="y_val")
+
+
 class _StopOnInterrupt:
     """SIGINT during fit: note it and let the batch finish; a second one stops at once."""
+
+    def __init__(self, hint=""):
+        self.hint = hint
 
     def __enter__(self):
         self.requested = False
@@ -123,187 +291,14 @@ class _StopOnInterrupt:
             raise KeyboardInterrupt
         self.requested = True
 
+    def check(self, epoch, batch):
+        """After a batch: stop here if Ctrl-C was pressed during it."""
+        if self.requested:
+            raise KeyboardInterrupt(f"training interrupted in epoch {epoch} after batch {batch}; "
+                                    f"the model holds the parameters after that batch"
+                                    + self.hint)
+
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
         return False
-
-
-def _fingerprint(x, t):
-    """A cheap check that a resumed fit sees the same data: CRC-32 of the
-    targets and of about a thousand evenly spaced images."""
-    crc = zlib.crc32(np.ascontiguousarray(t).tobytes())
-    step = max(1, x.shape[0] // 1000)
-    return zlib.crc32(np.ascontiguousarray(x[::step]).tobytes(), crc)
-
-
-def fit(model, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
-        validation_data=None, callbacks=None, checkpoint_dir=None, resume=False,
-        optimizer=None, schedule=None):
-    """See Sequential.fit."""
-    x = check_images(x, model.input_shape, model.dtype, copy_dtype=False)
-    n = x.shape[0]
-    t = check_targets(y, n, model._classes(), model.dtype)
-    epochs = check_int(epochs, "epochs")
-    batch_size = check_int(batch_size, "batch_size")
-    # more than there are images: one batch of all of them, as Keras and
-    # PyTorch's DataLoader do (the argument is kept as given for checkpoints)
-    batch_rows = min(batch_size, n)
-    if optimizer is None:
-        optimizer = SGD(model, lr=1.0 if lr is None else check_positive_float(lr, "lr"))
-    else:
-        if lr is not None:
-            raise ValueError("give the learning rate to the optimizer, not to fit")
-        if not isinstance(optimizer, Optimizer) or optimizer.model is not model:
-            raise ValueError("optimizer must be a fastcnn optimizer made for this model")
-    if schedule is not None and not callable(getattr(schedule, "config", None)):
-        raise TypeError(f"schedule must be a fastcnn.optim schedule (StepLR, CosineLR), "
-                        f"got {schedule!r}")
-    initial_lr = optimizer.lr
-    seed = check_int(seed, "seed", minimum=0)
-    callbacks = list(callbacks or [])
-    for cb in callbacks:
-        if not isinstance(cb, Callback):
-            raise TypeError(f"callbacks must be fastcnn.callbacks.Callback objects, got {cb!r}")
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise TypeError(f"validation_data must be a pair (x_val, y_val), got "
-                            f"{type(validation_data).__name__}"
-                            + (f" of length {len(validation_data)}"
-                               if isinstance(validation_data, (tuple, list)) else ""))
-        x_val, y_val = validation_data
-        x_val = check_images(x_val, model.input_shape, model.dtype, name="x_val", copy_dtype=False)
-        y_val = check_labels(y_val, x_val.shape[0], model._classes(), name="y_val")
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs the checkpoint_dir to resume from")
-
-    arguments = {"batch_size": batch_size, "optimizer": optimizer.config(),
-                 "schedule": None if schedule is None else schedule.config(), "seed": seed,
-                 "samples": n, "data": _fingerprint(x, t),
-                 "validation": validation_data is not None}
-    rng = np.random.default_rng(seed)
-    history = History()
-    start_epoch, best = 0, None
-    if checkpoint_dir is not None:
-        os.makedirs(checkpoint_dir, exist_ok=True)
-        if resume:
-            state, arrays = _restore(model, os.path.join(checkpoint_dir, LAST), arguments)
-            optimizer.load_state(state["optimizer"], arrays)
-            rng.bit_generator.state = state["rng"]
-            history = History._from_state(state["history"], state["batches"])
-            start_epoch, best = state["epochs_done"], state["best"]
-    model._check_parameters()
-
-    show = bool(progress) and sys.stderr.isatty()
-    # the batch is gathered into the same two arrays every time
-    x_batch = np.empty((batch_rows,) + model.input_shape, model.dtype)
-    x_rows, x_batch_rows = x, x_batch
-    if x.dtype == model.dtype and not x.flags.aligned and x.flags.c_contiguous:
-        # Arrays that arrive through pickled buffers (Dask, joblib, sockets)
-        # may start at an address that is no multiple of the item size;
-        # NumPy then gathers them element by element, ~100x slower. Their
-        # rows as bytes are gathered with one copy each.
-        x_rows = x.reshape(n, -1).view(np.uint8)
-        x_batch_rows = x_batch.reshape(batch_rows, -1).view(np.uint8)
-    t_batch = np.empty((batch_rows,) + model.output_shape, model.dtype)
-    from tqdm.auto import tqdm  # here, not at import: it brings in asyncio (70 ms)
-
-    model.stop_training = False
-    for cb in callbacks:
-        cb.on_train_begin(model, history)
-    try:
-        with _StopOnInterrupt() as interrupt:
-            for epoch in range(start_epoch + 1, epochs + 1):
-                if model.stop_training:
-                    break
-                if schedule is not None:
-                    optimizer.lr = schedule(epoch, initial_lr)
-                for cb in callbacks:
-                    cb.on_epoch_begin(epoch, model)
-                order = rng.permutation(n)
-                start_time, first_batch = time.perf_counter(), len(history.loss)
-                with tqdm(total=n, desc=f"epoch {epoch}/{epochs}", unit="img", unit_scale=True,
-                          disable=not show, leave=True) as bar:
-                    for batch, start in enumerate(range(0, n, batch_rows), 1):
-                        idx = order[start : start + batch_rows]
-                        xb, tb = x_batch[: len(idx)], t_batch[: len(idx)]
-                        if x.dtype == model.dtype:
-                            np.take(x_rows, idx, axis=0, out=x_batch_rows[: len(idx)],
-                                    mode="clip")
-                        else:
-                            xb[...] = x[idx]
-                        np.take(t, idx, axis=0, out=tb, mode="clip")
-                        loss = model._backprop(xb, tb)
-                        if not np.isfinite(loss):
-                            raise FloatingPointError(
-                                f"training diverged in epoch {epoch}, batch {batch}: the loss "
-                                f"is {loss}. The parameters are those before that batch; try a "
-                                f"smaller learning rate (lr={optimizer.lr})")
-                        optimizer.step()
-                        history._record(loss)
-                        for cb in callbacks:
-                            cb.on_batch_end(epoch, batch, loss, model)
-                        bar.update(len(idx))
-                        if show:
-                            bar.set_postfix(loss=f"{loss:.4f}",
-                                            smoothed=f"{history.smoothed_loss[-1]:.4f}",
-                                            refresh=False)
-                        if interrupt.requested:
-                            raise KeyboardInterrupt(
-                                f"training interrupted in epoch {epoch} after batch {batch}; "
-                                "the model holds the parameters after that batch"
-                                + (f", {checkpoint_dir}/{LAST} those after the last whole epoch "
-                                   "(resume=True goes on from there)" if checkpoint_dir else ""))
-                if not np.isfinite(model._flat_params).all():
-                    # the last step of the epoch; the others are caught by the next loss
-                    raise FloatingPointError(
-                        f"training diverged in epoch {epoch}, batch {batch}: its step left "
-                        f"parameters that are NaN or infinite; try a smaller learning rate "
-                        f"(lr={optimizer.lr})")
-                history.epoch_seconds.append(time.perf_counter() - start_time)
-                history.epoch_loss.append(float(np.mean(history.loss[first_batch:])))
-                history._batches.append(len(history.loss) - first_batch)
-                if validation_data is not None:
-                    history.val_error.append(model.evaluate(x_val, y_val))
-                logs = history.epoch_logs(epoch)
-                if checkpoint_dir is not None:
-                    score = logs.get("val_error", logs["loss"])
-                    improved = best is None or score < best["score"]
-                    if improved:
-                        best = {"score": score, "epoch": epoch}
-                    opt_state, opt_arrays = optimizer.state()
-                    state = {"epochs_done": epoch, "rng": rng.bit_generator.state,
-                             "history": history._state(), "batches": history._batches,
-                             "best": best, "arguments": arguments, "optimizer": opt_state}
-                    for name in (LAST, BEST) if improved else (LAST,):
-                        io.save(model, os.path.join(checkpoint_dir, name), training_state=state,
-                                training_arrays=opt_arrays)
-                for cb in callbacks:
-                    cb.on_epoch_end(epoch, logs, model)
-    finally:
-        for cb in callbacks:
-            cb.on_train_end(model, history)
-    return history
-
-
-def _restore(model, path, arguments):
-    """Load a checkpoint into model; return its training state after checking
-    it was made by the same kind of fit on the same data."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"nothing to resume: {path} does not exist")
-    saved, state, arrays = io.load(path, with_training_state=True)
-    if state is None:
-        raise ValueError(f"{path} is a model file without training state; it cannot be resumed")
-    if saved.get_config() != model.get_config():
-        raise ValueError(f"{path} holds a different architecture than this model: "
-                         f"{json.dumps(saved.get_config())}")
-    for key, value in arguments.items():
-        if state["arguments"].get(key) != value:
-            what = {"samples": "number of training images", "data": "training data",
-                    "validation": "use of validation data", "optimizer": "optimizer or its settings",
-                    "schedule": "learning-rate schedule"}.get(key, key)
-            raise ValueError(f"{path} was made with a different {what} "
-                             f"({state['arguments'].get(key)!r}, now {value!r}); resume with "
-                             f"the same data and arguments, or start a new checkpoint_dir")
-    model._flat_params[...] = saved._flat_params
-    return state, arrays

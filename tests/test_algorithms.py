@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import fastcnn
 import oracle
-from fastcnn import _blas, conv_algorithms
+from fastcnn import _blas, _tasks, conv_algorithms
 from helpers import assert_close
 
 # 1e-10 relative in float64 and 1e-4 in float32 (issue 4; direct stays at 1e-12 / 1e-5)
@@ -93,8 +93,8 @@ def test_im2col_row_blocks_and_tasks(monkeypatch, rng, threads):
     """Big images are cut into blocks of output rows, big batches into tasks
     run on several threads: the same values, and the same bits for 1 and 2
     threads."""
-    monkeypatch.setattr(conv_algorithms.Im2col, "COLUMN_BYTES", 2000)  # a few rows per block
-    monkeypatch.setattr(conv_algorithms, "_TASK_MACS", 1000)           # many tasks
+    monkeypatch.setattr(conv_algorithms, "COLUMN_BYTES", 2000)  # a few rows per block
+    monkeypatch.setattr(_tasks, "TASK_MACS", 1000)              # many tasks
     shape = (7, 3, 4, 16, 19, 5, 3)
     check_against_oracle(shape, "im2col", "float64")
     results = []

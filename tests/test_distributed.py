@@ -191,6 +191,8 @@ def test_to_csv(data, tmp_path):
     (dict(seeds=True), TypeError, "seeds"),
     (dict(threads=0), ValueError, "threads"),
     (dict(client=42), TypeError, "client must be"),
+    (dict(workers=2), ValueError, "client='local'"),
+    (dict(client="local", threads_per_worker=0), ValueError, "threads_per_worker"),
 ])
 def test_sweep_refuses_bad_arguments(data, kwargs, error, text):
     args = dict(build=fastcnn.seed_cnn, grid={"lr": [1.0]}, data=data[:2], client="serial")
@@ -305,6 +307,17 @@ def test_client_local_starts_and_stops_a_cluster(data):
     assert all(r.worker.startswith("tcp://") for r in result.records)
     assert distributed.client._get_global_client() is None or \
         distributed.client._get_global_client().status != "running"
+
+
+def test_client_local_with_its_size(data):
+    """client="local" with workers and threads_per_worker: a cluster of that
+    size for the call (as `fastcnn sweep --workers` asks), the same records."""
+    serial = fd.sweep(fastcnn.seed_cnn, {"lr": [1.0, 0.5]}, data, client="serial")
+    result = fd.sweep(fastcnn.seed_cnn, {"lr": [1.0, 0.5]}, data, client="local", workers=1,
+                      threads_per_worker=1)
+    _same_records(serial.records, result.records)
+    assert len({r.worker for r in result.records}) == 1
+    assert all(r.threads == 1 for r in result.records)
 
 
 def _fail_on_workers(seed):

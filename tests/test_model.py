@@ -130,6 +130,35 @@ def test_gradcheck_seed_cnn(rng):
     check_gradients(model, x, np.array([3, 7]), per_param=40, rng=rng)
 
 
+def test_fastcnn_gradcheck(rng):
+    """fastcnn.gradcheck agrees on the paper's network, finds a wrong
+    gradient, leaves the parameters as they were and refuses float32."""
+    model = fastcnn.seed_cnn(seed=0, dtype="float64")
+    for v in model.params.values():
+        v += rng.uniform(-0.1, 0.1, v.shape)
+    before = model.flat_params.copy()
+    x, labels = rng.random((2, 1, 28, 28)), np.array([3, 7])
+    check = fastcnn.gradcheck(model, x, labels, samples=10, seed=1)
+    assert check.ok and check.worst < 1e-6
+    assert list(check.entries) == list(model.params) and check.entries["C1.bias"] == 6
+    np.testing.assert_array_equal(model.flat_params, before)
+    # the same entries for the same seed
+    assert fastcnn.gradcheck(model, x, labels, samples=10, seed=1).errors == check.errors
+
+    class Halved(fastcnn.Dense):
+        def backward_into(self, f, y, grad, dx, s, threads):
+            dx = super().backward_into(f, y, grad, dx, s, threads)
+            self.grads["weight"] *= 0.5  # a wrong derivation
+            return dx
+
+    bad = fastcnn.Sequential([fastcnn.Flatten(), Halved(784, 10, activation="sigmoid", name="D")],
+                             input_shape=(1, 28, 28), dtype="float64", seed=0)
+    check = fastcnn.gradcheck(bad, x, labels, samples=10)
+    assert not check.ok and check.errors["D.weight"] > 0.1 and check.errors["D.bias"] < 1e-6
+    with pytest.raises(ValueError, match="float64"):
+        fastcnn.gradcheck(fastcnn.seed_cnn(), x, labels)
+
+
 def test_sgd_step_is_eq_65_to_70(rng):
     m = fastcnn.seed_cnn(seed=0, dtype="float64")
     m.backprop(rng.random((4, 1, 28, 28)), [0, 1, 2, 3])
@@ -237,13 +266,14 @@ def test_training_steps_allocate_nothing(rng):
     x = rng.random((50, 1, 28, 28)).astype(np.float32)
     t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 50)]
     sgd = fastcnn.SGD(m, lr=1.0)
-    m._backprop(x, t)
+    ws = m.workspace(50, train=True)
+    m.train_batch(x, t, ws)
     sgd.step()
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
         for _ in range(50):
-            m._backprop(x, t)
+            m.train_batch(x, t, ws)
             sgd.step()
         current, peak = tracemalloc.get_traced_memory()
     finally:

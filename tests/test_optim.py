@@ -140,3 +140,21 @@ def test_lenet5_gradients_equal_autograd(rng):
             if g.ndim == 4:
                 tg = tg[:, :, ::-1, ::-1]
             np.testing.assert_allclose(g, tg, rtol=1e-9, atol=1e-13, err_msg=name)
+
+
+def test_optimizers_by_name():
+    """optim.create: the names and default rates the command line and the
+    sweeps use, defined once."""
+    from fastcnn import optim
+
+    m = tiny_model()
+    sgd, momentum, adam = (optim.create(name, m) for name in ("sgd", "momentum", "adam"))
+    assert type(sgd) is SGD and sgd.lr == 1.0 and sgd.momentum == 0
+    assert type(momentum) is SGD and momentum.lr == 0.1 and momentum.momentum == 0.9
+    assert type(adam) is Adam and adam.lr == 1e-3
+    assert optim.create("sgd", m, lr=0.3, momentum=0.5, weight_decay=1e-4).config() == \
+        SGD(m, lr=0.3, momentum=0.5, weight_decay=1e-4).config()
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        optim.create("rmsprop", m)
+    with pytest.raises(ValueError, match="Adam has betas"):
+        optim.create("adam", m, momentum=0.9)

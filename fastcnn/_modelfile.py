@@ -1,0 +1,253 @@
+"""The model file: architecture (JSON) and parameters (arrays) in one .npz.
+
+The file holds an array "__config__" (a JSON string: format name and
+version, fastcnn version, the model's get_config()) and one array per
+parameter, named as in `model.params`; a checkpoint of fit also holds the
+state of training ("__training__", JSON) and its arrays
+("__training__/NAME"). Nothing is pickled and files are read with
+allow_pickle=False, so reading a file never runs code from it.
+
+`write` goes through fastcnn._files.atomic_write, so a crash or Ctrl-C never
+leaves a half-written model. `ModelFile` reads one entry at a time, each
+.npy header checked against the archive and against what the caller
+expects before its data is read, so that a damaged file cannot make it
+allocate more memory than the file holds.
+
+This module knows the format, not the model classes: fastcnn.io builds a
+model from what it reads, and a checkpoint is read back into the model that
+made it.
+"""
+
+import json
+import math
+import os
+import zipfile
+import zlib
+
+import numpy as np
+
+from fastcnn._files import atomic_write
+from fastcnn._validate import check_dtype
+from fastcnn._version import __version__
+
+FORMAT = "fastcnn-model"
+FORMAT_VERSION = 1
+CONFIG_KEY = "__config__"
+TRAINING_KEY = "__training__"
+
+# What reading a damaged zip archive or .npy entry raises: zipfile raises
+# NotImplementedError for an unknown compression method or version and
+# RuntimeError for an entry flagged as encrypted.
+DAMAGED = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+           RuntimeError)
+
+
+def write(path, model, training_state=None, training_arrays=None):
+    """Write `model` (its get_config() and params) to `path` (.npz; the name
+    is used as given), with the JSON-compatible `training_state` of a
+    checkpoint and its arrays (an optimiser's memory) if given.
+
+    A model whose parameters hold NaN or infinity is refused (ValueError),
+    since reading would refuse the file."""
+    for name, value in model.params.items():
+        if not np.isfinite(value).all():
+            raise ValueError(f"cannot save the model: parameter {name} contains NaN or "
+                             f"infinity, and fastcnn.load refuses such files")
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fastcnn_version": __version__,
+        "model": model.get_config(),
+    }
+    arrays = {CONFIG_KEY: np.array(json.dumps(config))}
+    if training_state is not None:
+        arrays[TRAINING_KEY] = np.array(json.dumps(training_state))
+    for name, value in (training_arrays or {}).items():
+        arrays[TRAINING_KEY + "/" + name] = value
+    for name, value in model.params.items():
+        arrays[name] = value
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def bad(path, why):
+    """The ValueError for a file that is not a usable model file."""
+    return ValueError(f"{os.fspath(path)!s} is not a usable fastcnn model file: {why}")
+
+
+def _ours(error, path):
+    return isinstance(error, ValueError) and str(error).startswith(os.fspath(path))
+
+
+class ModelFile:
+    """A model file opened for reading (use `with ModelFile(path) as f:`).
+
+    Attributes: `path`; `model_config`, the architecture (a dict, as
+    get_config() wrote it); `dtype`, the parameters' dtype it declares.
+
+    Every failure to read is a ValueError that names the file and the
+    problem (FileNotFoundError for a missing file).
+    """
+
+    def __init__(self, path):
+        self.path = path
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no such model file: {os.fspath(path)}")
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic.startswith(b"\x93NUMPY"):
+            raise bad(path, "it holds a single array, not an .npz archive of a model")
+        if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+            raise bad(path, f"it is not an .npz (zip) archive (it starts with {magic!r})")
+        try:
+            self._archive = np.load(path, allow_pickle=False)
+        except DAMAGED as e:
+            raise bad(path, f"cannot read it as .npz ({type(e).__name__}: {e})") from None
+        if not isinstance(self._archive, np.lib.npyio.NpzFile):
+            raise bad(path, "it holds a single array, not an .npz archive of a model")
+        try:
+            self._read_config()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        """Close the archive."""
+        self._archive.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _guarded(self, read):
+        """read(), with the damage it meets reported as ValueError naming the file."""
+        try:
+            return read()
+        except DAMAGED + (KeyError, TypeError) as e:
+            if _ours(e, self.path):
+                raise
+            if type(e) is ValueError:  # numpy's words for a bad .npy header, say
+                raise bad(self.path, str(e)) from None
+            raise bad(self.path, f"it is damaged ({type(e).__name__}: {e})") from None
+
+    def _read_config(self):
+        def read():
+            if CONFIG_KEY not in self._archive.files:
+                raise bad(self.path, f"it has no {CONFIG_KEY!r} entry (not written by fastcnn)")
+            config = self._json(CONFIG_KEY, "configuration")
+            if not isinstance(config, dict) or config.get("format") != FORMAT:
+                raise bad(self.path, f"its format is "
+                                     f"{config.get('format') if isinstance(config, dict) else None!r}, "
+                                     f"expected {FORMAT!r}")
+            version = config.get("format_version")
+            if not isinstance(version, int) or version < 1:
+                raise bad(self.path, f"its format version {version!r} is not valid")
+            if version > FORMAT_VERSION:
+                raise bad(self.path, f"it was written by fastcnn {config.get('fastcnn_version', '?')} "
+                                     f"in format version {version}; this fastcnn ({__version__}) "
+                                     f"reads format versions up to {FORMAT_VERSION}: upgrade "
+                                     f"fastcnn to load it")
+            spec = config.get("model")
+            if not isinstance(spec, dict) or not isinstance(spec.get("layers"), list):
+                raise bad(self.path, "its configuration has no model architecture")
+            return spec
+
+        self.model_config = self._guarded(read)
+        try:
+            self.dtype = check_dtype(self.model_config.get("dtype"))
+        except ValueError as e:
+            raise bad(self.path, f"its architecture cannot be built ({e})") from None
+
+    def _json(self, key, what):
+        raw = self._array(key)
+        if raw.dtype.kind != "U" or raw.ndim != 0:
+            raise bad(self.path, f"its {key!r} entry is not a JSON string")
+        try:
+            return json.loads(str(raw))
+        except json.JSONDecodeError as e:
+            raise bad(self.path, f"its {what} is not valid JSON ({e})") from None
+
+    def check_room(self, count):
+        """Refuse, before anything is allocated, an architecture of `count`
+        parameters that the file is too small to hold."""
+        size = os.path.getsize(self.path)
+        if count * self.dtype.itemsize > size:
+            raise bad(self.path, f"its architecture needs {count} parameters, more than the "
+                                 f"file ({size} bytes) holds")
+
+    def parameters(self, expected):
+        """{name: array} of the parameters, for `expected` {name: array of the
+        shape and dtype wanted} (a model's params): every one present, no
+        other, each of that shape and dtype and finite."""
+        names = set(self._archive.files)
+        stored = {n for n in names - {CONFIG_KEY, TRAINING_KEY}
+                  if not n.startswith(TRAINING_KEY + "/")}
+        missing, unexpected = sorted(set(expected) - stored), sorted(stored - set(expected))
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"missing parameters {missing}")
+            if unexpected:
+                parts.append(f"unexpected entries {unexpected}")
+            raise bad(self.path, "; ".join(parts))
+
+        def read():
+            values = {}
+            for name, target in expected.items():
+                value = self._array(name, target.shape, target.dtype)
+                if not np.isfinite(value).all():
+                    raise bad(self.path, f"parameter {name} contains NaN or infinity")
+                values[name] = value
+            return values
+
+        return self._guarded(read)
+
+    def training_state(self):
+        """(state, arrays): the training state of a checkpoint (JSON values)
+        and its arrays, or (None, {}) for a plain model file."""
+        def read():
+            if TRAINING_KEY not in self._archive.files:
+                return None, {}
+            state = self._json(TRAINING_KEY, "training state")
+            prefix = TRAINING_KEY + "/"
+            arrays = {k[len(prefix):]: self._array(k)
+                      for k in self._archive.files if k.startswith(prefix)}
+            return state, arrays
+
+        return self._guarded(read)
+
+    def _array(self, name, shape=None, dtype=None):
+        """The entry `name`, after checking its .npy header (before any data is
+        read): numbers or text, not Python objects; exactly as much data as
+        the zip entry holds; and `shape` and `dtype` if given."""
+        archive, path = self._archive, self.path
+        member = name + ".npy"
+        try:
+            info = archive.zip.getinfo(member)
+        except KeyError:
+            raise bad(path, f"its entry {name!r} is not a .npy array") from None
+        with archive.zip.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                got_shape, _, got_dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                got_shape, _, got_dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise bad(path, f"its entry {name!r} is in .npy format {version}; "
+                                f"expected 1.0 or 2.0")
+            start = f.tell()
+        if got_dtype.hasobject or got_dtype.kind not in "biufcSU":
+            raise bad(path, f"its entry {name!r} holds {got_dtype} data (pickled objects or "
+                            f"records); a fastcnn model file holds only numbers and text")
+        nbytes = math.prod(got_shape) * got_dtype.itemsize
+        if start + nbytes != info.file_size:
+            raise bad(path, f"its entry {name!r} is damaged: its header announces {got_shape} "
+                            f"{got_dtype} ({nbytes} bytes), the archive holds "
+                            f"{max(0, info.file_size - start)} bytes")
+        if shape is not None and tuple(got_shape) != tuple(shape):
+            raise bad(path, f"parameter {name} has shape {tuple(got_shape)}, the architecture "
+                            f"needs {tuple(shape)}")
+        if dtype is not None and got_dtype != dtype:
+            raise bad(path, f"parameter {name} has dtype {got_dtype}, the model is {dtype}")
+        return archive[name]
