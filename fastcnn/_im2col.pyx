@@ -20,18 +20,15 @@ the same result for every thread count.
 from cython cimport floating
 from cython.parallel cimport prange
 
-
-cdef inline void _need(bint ok, str what) except *:
-    if not ok:
-        raise ValueError("fastcnn._im2col: " + what)
+from fastcnn._kernels cimport check
 
 
 cdef inline void _check_block(Py_ssize_t N, int H, int W, int KH, int KW, int S, Py_ssize_t n0,
                               Py_ssize_t n1, int i0, int i1) except *:
-    _need(1 <= KH <= H and 1 <= KW <= W, "kernel larger than the image")
-    _need(S >= 1, "stride must be >= 1")
-    _need(0 <= n0 < n1 <= N, "sample range out of bounds")
-    _need(0 <= i0 < i1 <= (H - KH) // S + 1, "row range out of bounds")
+    check(1 <= KH <= H and 1 <= KW <= W, "kernel larger than the image")
+    check(S >= 1, "stride must be >= 1")
+    check(0 <= n0 < n1 <= N, "sample range out of bounds")
+    check(0 <= i0 < i1 <= (H - KH) // S + 1, "row range out of bounds")
 
 
 def im2col(const floating[:, :, :, ::1] x, int KH, int KW, int S, Py_ssize_t n0, Py_ssize_t n1,
@@ -42,9 +39,9 @@ def im2col(const floating[:, :, :, ::1] x, int KH, int KW, int S, Py_ssize_t n0,
     cdef Py_ssize_t r, n, col
     cdef int c, u, v, i, j
     _check_block(x.shape[0], H, W, KH, KW, S, n0, n1, i0, i1)
-    _need(cols.shape[0] == C * KH * KW and cols.shape[1] == (n1 - n0) * R * OW,
+    check(cols.shape[0] == C * KH * KW and cols.shape[1] == (n1 - n0) * R * OW,
           "cols has the wrong shape")
-    _need(n_threads >= 1, "n_threads must be >= 1")
+    check(n_threads >= 1, "n_threads must be >= 1")
     with nogil:
         for r in prange(C * KH * KW, schedule="static", num_threads=n_threads):
             c = <int>(r // (KH * KW))
@@ -67,9 +64,9 @@ def col2im(const floating[:, ::1] dcols, int KH, int KW, int S, Py_ssize_t n0, P
     cdef Py_ssize_t pair, n, col, r
     cdef int c, u, v, i, j
     _check_block(dx.shape[0], H, W, KH, KW, S, n0, n1, i0, i1)
-    _need(dcols.shape[0] == C * KH * KW and dcols.shape[1] == (n1 - n0) * R * OW,
+    check(dcols.shape[0] == C * KH * KW and dcols.shape[1] == (n1 - n0) * R * OW,
           "dcols has the wrong shape")
-    _need(n_threads >= 1, "n_threads must be >= 1")
+    check(n_threads >= 1, "n_threads must be >= 1")
     with nogil:
         for pair in prange((n1 - n0) * C, schedule="static", num_threads=n_threads):
             n = n0 + pair // C
