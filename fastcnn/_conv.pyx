@@ -24,10 +24,10 @@ def workspace_sizes(int out_maps, int in_maps, int KH, int KW, int OH, int OW, s
     per-sample one holds that sample's weight-gradient partial sums.
     """
     if dtype == "float32":
-        return (kernels.conv_ws_delta[float](out_maps, OH, OW, KH),
-                kernels.conv_ws_wgrad[float](out_maps, in_maps, KH, KW, OW))
-    return (kernels.conv_ws_delta[double](out_maps, OH, OW, KH),
-            kernels.conv_ws_wgrad[double](out_maps, in_maps, KH, KW, OW))
+        return (kernels.conv_ws_delta_size[float](out_maps, OH, OW, KH),
+                kernels.conv_ws_wgrad_size[float](out_maps, in_maps, KH, KW, OW))
+    return (kernels.conv_ws_delta_size[double](out_maps, OH, OW, KH),
+            kernels.conv_ws_wgrad_size[double](out_maps, in_maps, KH, KW, OW))
 
 
 cdef enum:
@@ -94,8 +94,8 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] k
     cdef Py_ssize_t Sd, Sw
     check(k.shape[1] == C, "kernel input maps != input maps")
     check(1 <= KH <= H and 1 <= KW <= W, "kernel larger than the image")
-    Sd = kernels.conv_ws_delta[floating](M, OH, OW, KH)
-    Sw = kernels.conv_ws_wgrad[floating](M, C, KH, KW, OW)
+    Sd = kernels.conv_ws_delta_size[floating](M, OH, OW, KH)
+    Sw = kernels.conv_ws_wgrad_size[floating](M, C, KH, KW, OW)
     check(y.shape[0] == N and y.shape[1] == M and y.shape[2] == OH and y.shape[3] == OW,
           "y has the wrong shape")
     check(grad.shape[0] == N and grad.shape[1] == M and grad.shape[2] == OH
@@ -132,5 +132,5 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] k
             e0 = ch * SUM_CHUNK
             e1 = min(e0 + SUM_CHUNK, Sw)
             kernels.sum_samples(&ws_dk[0, 0], N, Sw, e0, e1, &ws_sum[0])
-        kernels.conv_wgrad_finish(&ws_sum[0], M, C, KH, KW, OW, &dk[0, 0, 0, 0])
+        kernels.conv_wgrad_from_partials(&ws_sum[0], M, C, KH, KW, OW, &dk[0, 0, 0, 0])
         kernels.sum_samples(&ws_db[0, 0], N, M, 0, M, &db[0])

@@ -67,7 +67,8 @@ def dense_backward(const floating[:, ::1] f, const floating[:, ::1] W,
                 dfp = &df[n, 0]
             else:
                 dfp = NULL
-            kernels.dense_backward_sample(&g[n, 0], &y[n, 0], K, act, &W[0, 0], F,
-                                          &delta[n, 0], dfp)
+            kernels.dense_delta_input_grad(&g[n, 0], &y[n, 0], K, act, &W[0, 0], F,
+                                           &delta[n, 0], dfp)
         for k in prange(K, schedule="static", num_threads=n_threads):
-            kernels.dense_wgrad(&f[0, 0], &delta[0, 0], N, F, K, k, k + 1, &dW[0, 0], &db[0])
+            kernels.dense_weight_bias_grad(&f[0, 0], &delta[0, 0], N, F, K, k, k + 1, &dW[0, 0],
+                                           &db[0])

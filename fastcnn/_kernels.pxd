@@ -44,14 +44,14 @@ cdef extern from "kernel_table.h" nogil:
         void (*conv_backward_f64)(const double *x, int C, int H, int W, const double *k, int M,
                                   int KH, int KW, const double *y, const double *g, int act,
                                   double *ws, double *gk, double *db, double *dx) noexcept nogil
-        ptrdiff_t (*conv_ws_delta_f32)(int M, int OH, int OW, int KH) noexcept nogil
-        ptrdiff_t (*conv_ws_delta_f64)(int M, int OH, int OW, int KH) noexcept nogil
-        ptrdiff_t (*conv_ws_wgrad_f32)(int M, int C, int KH, int KW, int OW) noexcept nogil
-        ptrdiff_t (*conv_ws_wgrad_f64)(int M, int C, int KH, int KW, int OW) noexcept nogil
-        void (*conv_wgrad_finish_f32)(const float *g, int M, int C, int KH, int KW, int OW,
-                                      float *dk) noexcept nogil
-        void (*conv_wgrad_finish_f64)(const double *g, int M, int C, int KH, int KW, int OW,
-                                      double *dk) noexcept nogil
+        ptrdiff_t (*conv_ws_delta_size_f32)(int M, int OH, int OW, int KH) noexcept nogil
+        ptrdiff_t (*conv_ws_delta_size_f64)(int M, int OH, int OW, int KH) noexcept nogil
+        ptrdiff_t (*conv_ws_wgrad_size_f32)(int M, int C, int KH, int KW, int OW) noexcept nogil
+        ptrdiff_t (*conv_ws_wgrad_size_f64)(int M, int C, int KH, int KW, int OW) noexcept nogil
+        void (*conv_wgrad_from_partials_f32)(const float *g, int M, int C, int KH, int KW, int OW,
+                                             float *dk) noexcept nogil
+        void (*conv_wgrad_from_partials_f64)(const double *g, int M, int C, int KH, int KW, int OW,
+                                             double *dk) noexcept nogil
         void (*sum_samples_f32)(const float *ws, ptrdiff_t N, ptrdiff_t E, ptrdiff_t e0,
                                 ptrdiff_t e1, float *out) noexcept nogil
         void (*sum_samples_f64)(const double *ws, ptrdiff_t N, ptrdiff_t E, ptrdiff_t e0,
@@ -76,16 +76,18 @@ cdef extern from "kernel_table.h" nogil:
                                   int act, float *out) noexcept nogil
         void (*dense_forward_f64)(const double *f, int F, const double *W, int K,
                                   const double *b, int act, double *out) noexcept nogil
-        void (*dense_backward_sample_f32)(const float *g, const float *y, int K, int act,
-                                          const float *W, int F, float *delta,
-                                          float *df) noexcept nogil
-        void (*dense_backward_sample_f64)(const double *g, const double *y, int K, int act,
-                                          const double *W, int F, double *delta,
-                                          double *df) noexcept nogil
-        void (*dense_wgrad_f32)(const float *f, const float *delta, ptrdiff_t N, int F, int K,
-                                int k0, int k1, float *dW, float *db) noexcept nogil
-        void (*dense_wgrad_f64)(const double *f, const double *delta, ptrdiff_t N, int F, int K,
-                                int k0, int k1, double *dW, double *db) noexcept nogil
+        void (*dense_delta_input_grad_f32)(const float *g, const float *y, int K, int act,
+                                           const float *W, int F, float *delta,
+                                           float *df) noexcept nogil
+        void (*dense_delta_input_grad_f64)(const double *g, const double *y, int K, int act,
+                                           const double *W, int F, double *delta,
+                                           double *df) noexcept nogil
+        void (*dense_weight_bias_grad_f32)(const float *f, const float *delta, ptrdiff_t N,
+                                           int F, int K, int k0, int k1, float *dW,
+                                           float *db) noexcept nogil
+        void (*dense_weight_bias_grad_f64)(const double *f, const double *delta, ptrdiff_t N,
+                                           int F, int K, int k0, int k1, double *dW,
+                                           double *db) noexcept nogil
         void (*adam_step_f32)(float *p, const float *g, float *m, float *v, ptrdiff_t n,
                               float b1, float b2, float eps, float step, float root2,
                               float shrink, float l2) noexcept nogil
@@ -160,29 +162,29 @@ cdef inline void conv_backward(const floating *x, int C, int H, int W, const flo
 
 # The workspace sizes take no array, so Cython cannot infer the type from
 # the arguments: `dtype` is a type tag, never read, and callers name the
-# specialisation: conv_ws_delta[float](M, OH, OW, KH).
-cdef inline ptrdiff_t conv_ws_delta(int M, int OH, int OW, int KH,
-                                    floating dtype=0) noexcept nogil:
+# specialisation: conv_ws_delta_size[float](M, OH, OW, KH).
+cdef inline ptrdiff_t conv_ws_delta_size(int M, int OH, int OW, int KH,
+                                         floating dtype=0) noexcept nogil:
     if floating is float:
-        return active_kernels().conv_ws_delta_f32(M, OH, OW, KH)
+        return active_kernels().conv_ws_delta_size_f32(M, OH, OW, KH)
     else:
-        return active_kernels().conv_ws_delta_f64(M, OH, OW, KH)
+        return active_kernels().conv_ws_delta_size_f64(M, OH, OW, KH)
 
 
-cdef inline ptrdiff_t conv_ws_wgrad(int M, int C, int KH, int KW, int OW,
-                                    floating dtype=0) noexcept nogil:
+cdef inline ptrdiff_t conv_ws_wgrad_size(int M, int C, int KH, int KW, int OW,
+                                         floating dtype=0) noexcept nogil:
     if floating is float:
-        return active_kernels().conv_ws_wgrad_f32(M, C, KH, KW, OW)
+        return active_kernels().conv_ws_wgrad_size_f32(M, C, KH, KW, OW)
     else:
-        return active_kernels().conv_ws_wgrad_f64(M, C, KH, KW, OW)
+        return active_kernels().conv_ws_wgrad_size_f64(M, C, KH, KW, OW)
 
 
-cdef inline void conv_wgrad_finish(const floating *g, int M, int C, int KH, int KW, int OW,
-                                   floating *dk) noexcept nogil:
+cdef inline void conv_wgrad_from_partials(const floating *g, int M, int C, int KH, int KW, int OW,
+                                          floating *dk) noexcept nogil:
     if floating is float:
-        active_kernels().conv_wgrad_finish_f32(g, M, C, KH, KW, OW, dk)
+        active_kernels().conv_wgrad_from_partials_f32(g, M, C, KH, KW, OW, dk)
     else:
-        active_kernels().conv_wgrad_finish_f64(g, M, C, KH, KW, OW, dk)
+        active_kernels().conv_wgrad_from_partials_f64(g, M, C, KH, KW, OW, dk)
 
 
 cdef inline void sum_samples(const floating *ws, ptrdiff_t N, ptrdiff_t E, ptrdiff_t e0,
@@ -235,22 +237,22 @@ cdef inline void dense_forward(const floating *f, int F, const floating *W, int 
         active_kernels().dense_forward_f64(f, F, W, K, b, act, out)
 
 
-cdef inline void dense_backward_sample(const floating *g, const floating *y, int K, int act,
-                                       const floating *W, int F, floating *delta,
-                                       floating *df) noexcept nogil:
+cdef inline void dense_delta_input_grad(const floating *g, const floating *y, int K, int act,
+                                        const floating *W, int F, floating *delta,
+                                        floating *df) noexcept nogil:
     if floating is float:
-        active_kernels().dense_backward_sample_f32(g, y, K, act, W, F, delta, df)
+        active_kernels().dense_delta_input_grad_f32(g, y, K, act, W, F, delta, df)
     else:
-        active_kernels().dense_backward_sample_f64(g, y, K, act, W, F, delta, df)
+        active_kernels().dense_delta_input_grad_f64(g, y, K, act, W, F, delta, df)
 
 
-cdef inline void dense_wgrad(const floating *f, const floating *delta, ptrdiff_t N, int F,
-                             int K, int k0, int k1, floating *dW,
-                             floating *db) noexcept nogil:
+cdef inline void dense_weight_bias_grad(const floating *f, const floating *delta, ptrdiff_t N,
+                                        int F, int K, int k0, int k1, floating *dW,
+                                        floating *db) noexcept nogil:
     if floating is float:
-        active_kernels().dense_wgrad_f32(f, delta, N, F, K, k0, k1, dW, db)
+        active_kernels().dense_weight_bias_grad_f32(f, delta, N, F, K, k0, k1, dW, db)
     else:
-        active_kernels().dense_wgrad_f64(f, delta, N, F, K, k0, k1, dW, db)
+        active_kernels().dense_weight_bias_grad_f64(f, delta, N, F, K, k0, k1, dW, db)
 
 
 cdef inline void adam_step(floating *p, const floating *g, floating *m, floating *v,

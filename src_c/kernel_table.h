@@ -31,11 +31,11 @@
                              REAL *ws, REAL *gk, REAL *db, REAL *dx);                          \
     /* Elements of conv_backward's per-thread delta workspace and of one sample's              \
      * weight-gradient partials. */                                                            \
-    ptrdiff_t (*conv_ws_delta##T)(int M, int OH, int OW, int KH);                              \
-    ptrdiff_t (*conv_ws_wgrad##T)(int M, int C, int KH, int KW, int OW);                       \
+    ptrdiff_t (*conv_ws_delta_size##T)(int M, int OH, int OW, int KH);                         \
+    ptrdiff_t (*conv_ws_wgrad_size##T)(int M, int C, int KH, int KW, int OW);                  \
     /* dk (M, C, KH, KW) from the partials summed over the batch. */                           \
-    void (*conv_wgrad_finish##T)(const REAL *g, int M, int C, int KH, int KW, int OW,          \
-                                 REAL *dk);                                                    \
+    void (*conv_wgrad_from_partials##T)(const REAL *g, int M, int C, int KH, int KW, int OW,   \
+                                        REAL *dk);                                             \
     /* out[e] = sum_{n<N} ws[n, e] for e0 <= e < e1, in sample order. */                       \
     void (*sum_samples##T)(const REAL *ws, ptrdiff_t N, ptrdiff_t E, ptrdiff_t e0,             \
                            ptrdiff_t e1, REAL *out);                                           \
@@ -52,12 +52,12 @@
     void (*dense_forward##T)(const REAL *f, int F, const REAL *W, int K, const REAL *b,        \
                              int act, REAL *out);                                              \
     /* eq. (17), (30): delta = g * f'(z) from y; df = W^T delta (if df is not NULL). */        \
-    void (*dense_backward_sample##T)(const REAL *g, const REAL *y, int K, int act,             \
+    void (*dense_delta_input_grad##T)(const REAL *g, const REAL *y, int K, int act,            \
                                       const REAL *W, int F, REAL *delta, REAL *df);            \
     /* eq. (19), (24): dW[k] = sum_n delta[n, k] f[n], db[k] = sum_n delta[n, k] for           \
      * k0 <= k < k1, in sample order. */                                                       \
-    void (*dense_wgrad##T)(const REAL *f, const REAL *delta, ptrdiff_t N, int F,               \
-                                int K, int k0, int k1, REAL *dW, REAL *db);                    \
+    void (*dense_weight_bias_grad##T)(const REAL *f, const REAL *delta, ptrdiff_t N, int F,    \
+                                      int K, int k0, int k1, REAL *dW, REAL *db);              \
     /* One Adam (or AdamW) step on n elements (optim_impl.h). */                               \
     void (*adam_step##T)(REAL *p, const REAL *g, REAL *m, REAL *v, ptrdiff_t n, REAL b1,       \
                          REAL b2, REAL eps, REAL step, REAL root2, REAL shrink, REAL l2);      \

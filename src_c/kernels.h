@@ -53,26 +53,26 @@
 
 /* the members of kernel_table.h for one type T (_f32, _f64), from the functions
  * instantiate.h compiled for instruction set ISA (_base, _avx2) */
-#define FC_TABLE_ENTRIES(T, ISA)                                      \
-    .conv_forward##T = fc_conv_forward##T##ISA,                       \
-    .conv_backward##T = fc_conv_backward##T##ISA,                     \
-    .conv_ws_delta##T = fc_conv_ws_delta##T##ISA,                     \
-    .conv_ws_wgrad##T = fc_conv_ws_wgrad##T##ISA,                     \
-    .conv_wgrad_finish##T = fc_conv_wgrad_finish##T##ISA,             \
-    .sum_samples##T = fc_sum_samples##T##ISA,                         \
-    .mean_pool##T = fc_mean_pool##T##ISA,                             \
-    .mean_upsample##T = fc_mean_upsample##T##ISA,                     \
-    .max_pool##T = fc_max_pool##T##ISA,                               \
-    .max_unpool##T = fc_max_unpool##T##ISA,                           \
-    .dense_forward##T = fc_dense_forward##T##ISA,                     \
-    .dense_backward_sample##T = fc_dense_backward_sample##T##ISA,     \
-    .dense_wgrad##T = fc_dense_wgrad##T##ISA,                         \
-    .adam_step##T = fc_adam_step##T##ISA,                             \
-    .mse##T = fc_mse##T##ISA,                                         \
-    .cross_entropy##T = fc_cross_entropy##T##ISA,                     \
-    .activation_forward##T = fc_activation_forward##T##ISA,           \
-    .activation_backward##T = fc_activation_backward##T##ISA,         \
-    .softmax_forward##T = fc_softmax_forward##T##ISA,                 \
+#define FC_TABLE_ENTRIES(T, ISA)                                       \
+    .conv_forward##T = fc_conv_forward##T##ISA,                        \
+    .conv_backward##T = fc_conv_backward##T##ISA,                      \
+    .conv_ws_delta_size##T = fc_conv_ws_delta_size##T##ISA,            \
+    .conv_ws_wgrad_size##T = fc_conv_ws_wgrad_size##T##ISA,            \
+    .conv_wgrad_from_partials##T = fc_conv_wgrad_from_partials##T##ISA, \
+    .sum_samples##T = fc_sum_samples##T##ISA,                          \
+    .mean_pool##T = fc_mean_pool##T##ISA,                              \
+    .mean_upsample##T = fc_mean_upsample##T##ISA,                      \
+    .max_pool##T = fc_max_pool##T##ISA,                                \
+    .max_unpool##T = fc_max_unpool##T##ISA,                            \
+    .dense_forward##T = fc_dense_forward##T##ISA,                      \
+    .dense_delta_input_grad##T = fc_dense_delta_input_grad##T##ISA,    \
+    .dense_weight_bias_grad##T = fc_dense_weight_bias_grad##T##ISA,    \
+    .adam_step##T = fc_adam_step##T##ISA,                              \
+    .mse##T = fc_mse##T##ISA,                                          \
+    .cross_entropy##T = fc_cross_entropy##T##ISA,                      \
+    .activation_forward##T = fc_activation_forward##T##ISA,            \
+    .activation_backward##T = fc_activation_backward##T##ISA,          \
+    .softmax_forward##T = fc_softmax_forward##T##ISA,                  \
     .softmax_backward##T = fc_softmax_backward##T##ISA
 
 #define FC_KERNEL_TABLE(ISA, NAME) \
