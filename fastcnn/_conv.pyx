@@ -2,9 +2,10 @@
 
 Each entry point checks that the shapes of its arguments agree (bounds checks
 are off in this module), then runs the per-sample C kernels of
-src_c/conv_impl.h over the batch with `prange`, one sample per iteration.
-Callers (fastcnn.layers) pass C-contiguous arrays of one dtype, which Cython's
-fused-type dispatch enforces. Outputs are preallocated by the caller.
+src_c/conv_impl.h (through fastcnn._kernels) over the batch with `prange`,
+one sample per iteration. Callers (the layers' convolution code) pass
+C-contiguous arrays of one dtype, which Cython's fused-type dispatch
+enforces. Outputs are preallocated by the caller.
 
 Equation numbers: Zhang, "Derivation of Backpropagation in CNN" (seeds/000).
 """

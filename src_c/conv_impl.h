@@ -1,7 +1,8 @@
 /* conv_impl.h -- convolution-layer kernels for one floating type.
  *
- * Not a header to include directly: kernels.h includes it once per type and
- * instruction set with REAL, REAL_DOUBLE, LANES and FN(name) defined.
+ * Not a header to include directly: instantiate.h includes it once per type,
+ * for each instruction set kernels.h compiles, with REAL, REAL_DOUBLE, LANES
+ * and FN(name) defined.
  * Equation numbers are those of Zhang, "Derivation of Backpropagation in
  * Convolutional Neural Network" (seeds/000). Indices here are 0-based, so the
  * paper's centred u, v in -2..2 become 0..K-1: the input pixel a(i-u, j-v) of
@@ -417,8 +418,8 @@ static void FN(conv_backward)(const REAL *x, int C, int H, int W, const REAL *k,
     const int HP = OH + 2 * (KH - 1), by_maps = FN(wgrad_by_maps)(M, OW), MQ = FN(round_lanes)(M);
     REAL *d = ws, *dT = ws + (ptrdiff_t)M * HP * DW;
     /* The paper's first layer (sigmoid, no input gradient) needs delta only as
-     * dT: computed there directly, it saves a pass over the maps (C1's
-     * backward 185 -> 130 us per batch of 50). */
+     * dT: computed there directly, it saves writing delta by rows and a pass
+     * that transposes it (benchmarks/README.md has the time it saves). */
     const int delta_in_dT_only = by_maps && !dx && act == FC_ACT_SIGMOID;
     if (delta_in_dT_only) {
         for (int q = 0; q < M; q++) {

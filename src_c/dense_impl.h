@@ -1,8 +1,9 @@
 /* dense_impl.h -- the fully connected layer of eq. (12) and its gradients,
  * for one floating type.
  *
- * Not a header to include directly: kernels.h includes it once per type and
- * instruction set with REAL, REAL_DOUBLE, LANES and FN(name) defined.
+ * Not a header to include directly: instantiate.h includes it once per type,
+ * for each instruction set kernels.h compiles, with REAL, REAL_DOUBLE, LANES
+ * and FN(name) defined.
  * Equation numbers are those of Zhang, "Derivation of Backpropagation in
  * Convolutional Neural Network" (seeds/000). W is (K, F) as in eq. (12).
  */
