@@ -7,6 +7,7 @@
 #
 #   kernels.conv_forward(&x[n, 0, 0, 0], C, H, W, ...)   # float or double
 #
+# It declares
 # - the table of entry points (src_c/kernel_table.h), one per instruction
 #   set, and active_kernels(), the table in use (fastcnn._simd chooses it);
 # - one inline wrapper per kernel, fused over `floating`: the dtype branch
@@ -21,7 +22,8 @@ from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int32_t
 
 
-cdef extern from "kernel_table.h" nogil:
+cdef extern from "fc_common.h" nogil:
+    # the `act` argument of the kernels; valid codes are 0 <= act < FC_ACT_COUNT
     enum fc_activation:
         FC_ACT_NONE
         FC_ACT_SIGMOID
@@ -30,6 +32,8 @@ cdef extern from "kernel_table.h" nogil:
         FC_ACT_TANH_OPT
         FC_ACT_COUNT
 
+
+cdef extern from "kernel_table.h" nogil:
     ctypedef struct fc_kernel_table:
         const char *isa
         void (*conv_forward_f32)(const float *x, int C, int H, int W, const float *k, int M,
