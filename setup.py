@@ -12,9 +12,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "tools"))
 import build_helpers  # noqa: E402
 
-# One extension per kernel family; the C they include lives in src_c/.
-KERNEL_MODULES = ["_openmp", "_conv", "_pool", "_activation", "_dense", "_loss", "_im2col",
-                  "_optim"]
+# _kernels compiles the C kernels of src_c/ (once) and holds the choice of
+# instruction set; each family's module (_conv, _pool, ...) calls them through
+# _kernels.pxd.
+KERNEL_MODULES = ["_openmp", "_kernels", "_conv", "_pool", "_activation", "_dense", "_loss",
+                  "_im2col", "_optim"]
 
 
 class BuildExt(build_ext):

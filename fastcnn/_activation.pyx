@@ -2,60 +2,34 @@
 into contiguous chunks over threads (element-wise, so exact whatever the
 split), and the softmax, one sample per `prange` iteration.
 
-Activation codes (fastcnn.layers.ACTIVATION_CODES): 0 none, 1 sigmoid
-(eq. 4 of Zhang's derivation, seeds/000), 2 relu, 3 tanh, 4 tanh_opt
-(DeepLearnToolbox's 1.7159 tanh(2x/3)).
+Activation codes (enum fc_activation of src_c/fc_common.h, by name in
+fastcnn._kernels.ACTIVATION_CODES): none, sigmoid (eq. 4 of Zhang's
+derivation, seeds/000), relu, tanh, tanh_opt (DeepLearnToolbox's
+1.7159 tanh(2x/3)).
 """
 
 from cython cimport floating
 from cython.parallel cimport prange
 
-cdef extern from "kernels.h" nogil:
-    const char *fc_select_isa(int want_avx2)
-    void fc_activation_forward_f32(int act, const float *z, Py_ssize_t n, float *y)
-    void fc_activation_forward_f64(int act, const double *z, Py_ssize_t n, double *y)
-    void fc_activation_backward_f32(int act, const float *y, const float *dy, Py_ssize_t n,
-                                    float *dz)
-    void fc_activation_backward_f64(int act, const double *y, const double *dy, Py_ssize_t n,
-                                    double *dz)
-    void fc_softmax_forward_f32(const float *z, int K, float *y)
-    void fc_softmax_forward_f64(const double *z, int K, double *y)
-    void fc_softmax_backward_f32(const float *y, const float *dy, int K, float *dz)
-    void fc_softmax_backward_f64(const double *y, const double *dy, int K, double *dz)
-
-
-def set_isa(bint avx2):
-    """Run the AVX2+FMA kernels if `avx2` and the CPU has them, else the
-    baseline ones; returns the name of the version in use."""
-    return fc_select_isa(avx2).decode()
-
-
-ISA = set_isa(True)
+cimport fastcnn._kernels as kernels
+from fastcnn._kernels cimport check, check_activation
 
 cdef enum:
     # Below this many elements per thread, threads cost more than they save.
     CHUNK = 16384
 
 
-cdef inline void _check(bint ok, str what) except *:
-    if not ok:
-        raise ValueError("fastcnn._activation: " + what)
-
-
 def activation_forward(const floating[::1] z, floating[::1] y, int act, int n_threads):
     """y = f(z) for activation code `act`; z and y flat, same length (may alias)."""
     cdef Py_ssize_t n = z.shape[0], ch, i0, i1
-    _check(y.shape[0] == n, "z and y differ in length")
-    _check(0 <= act <= 4, "unknown activation code")
-    _check(n_threads >= 1, "n_threads must be >= 1")
+    check(y.shape[0] == n, "z and y differ in length")
+    check_activation(act)
+    check(n_threads >= 1, "n_threads must be >= 1")
     with nogil:
         for ch in prange((n + CHUNK - 1) // CHUNK, schedule="static", num_threads=n_threads):
             i0 = ch * CHUNK
             i1 = min(i0 + CHUNK, n)
-            if floating is float:
-                fc_activation_forward_f32(act, &z[i0], i1 - i0, &y[i0])
-            else:
-                fc_activation_forward_f64(act, &z[i0], i1 - i0, &y[i0])
+            kernels.activation_forward(act, &z[i0], i1 - i0, &y[i0])
 
 
 def activation_backward(const floating[::1] y, const floating[::1] dy, floating[::1] dz,
@@ -63,31 +37,25 @@ def activation_backward(const floating[::1] y, const floating[::1] dy, floating[
     """dz = dy * f'(z), written with the output y = f(z): y (1 - y) for sigmoid,
     eq. (17), (37); [y > 0] for relu; 1 - y^2 for tanh. All flat, same length."""
     cdef Py_ssize_t n = y.shape[0], ch, i0, i1
-    _check(dy.shape[0] == n and dz.shape[0] == n, "y, dy and dz differ in length")
-    _check(0 <= act <= 4, "unknown activation code")
-    _check(n_threads >= 1, "n_threads must be >= 1")
+    check(dy.shape[0] == n and dz.shape[0] == n, "y, dy and dz differ in length")
+    check_activation(act)
+    check(n_threads >= 1, "n_threads must be >= 1")
     with nogil:
         for ch in prange((n + CHUNK - 1) // CHUNK, schedule="static", num_threads=n_threads):
             i0 = ch * CHUNK
             i1 = min(i0 + CHUNK, n)
-            if floating is float:
-                fc_activation_backward_f32(act, &y[i0], &dy[i0], i1 - i0, &dz[i0])
-            else:
-                fc_activation_backward_f64(act, &y[i0], &dy[i0], i1 - i0, &dz[i0])
+            kernels.activation_backward(act, &y[i0], &dy[i0], i1 - i0, &dz[i0])
 
 
 def softmax_forward(const floating[:, ::1] z, floating[:, ::1] y, int n_threads):
     """y[n] = softmax(z[n]) over each row: exp(z - max z) / sum exp(z - max z)."""
     cdef Py_ssize_t N = z.shape[0], n
     cdef int K = <int>z.shape[1]
-    _check(y.shape[0] == N and y.shape[1] == K, "z and y differ in shape")
-    _check(n_threads >= 1, "n_threads must be >= 1")
+    check(y.shape[0] == N and y.shape[1] == K, "z and y differ in shape")
+    check(n_threads >= 1, "n_threads must be >= 1")
     with nogil:
         for n in prange(N, schedule="static", num_threads=n_threads):
-            if floating is float:
-                fc_softmax_forward_f32(&z[n, 0], K, &y[n, 0])
-            else:
-                fc_softmax_forward_f64(&z[n, 0], K, &y[n, 0])
+            kernels.softmax_forward(&z[n, 0], K, &y[n, 0])
 
 
 def softmax_backward(const floating[:, ::1] y, const floating[:, ::1] dy, floating[:, ::1] dz,
@@ -95,12 +63,9 @@ def softmax_backward(const floating[:, ::1] y, const floating[:, ::1] dy, floati
     """dz[n] = y[n] * (dy[n] - sum_k dy[n, k] y[n, k]): the softmax's Jacobian applied."""
     cdef Py_ssize_t N = y.shape[0], n
     cdef int K = <int>y.shape[1]
-    _check(dy.shape[0] == N and dy.shape[1] == K and dz.shape[0] == N and dz.shape[1] == K,
+    check(dy.shape[0] == N and dy.shape[1] == K and dz.shape[0] == N and dz.shape[1] == K,
            "y, dy and dz differ in shape")
-    _check(n_threads >= 1, "n_threads must be >= 1")
+    check(n_threads >= 1, "n_threads must be >= 1")
     with nogil:
         for n in prange(N, schedule="static", num_threads=n_threads):
-            if floating is float:
-                fc_softmax_backward_f32(&y[n, 0], &dy[n, 0], K, &dz[n, 0])
-            else:
-                fc_softmax_backward_f64(&y[n, 0], &dy[n, 0], K, &dz[n, 0])
+            kernels.softmax_backward(&y[n, 0], &dy[n, 0], K, &dz[n, 0])

@@ -2,9 +2,10 @@
 
 Each entry point checks that the shapes of its arguments agree (bounds checks
 are off in this module), then runs the per-sample C kernels of
-src_c/conv_impl.h over the batch with `prange`, one sample per iteration.
-Callers (fastcnn.layers) pass C-contiguous arrays of one dtype, which Cython's
-fused-type dispatch enforces. Outputs are preallocated by the caller.
+src_c/conv_impl.h (through fastcnn._kernels) over the batch with `prange`,
+one sample per iteration. Callers (the layers' convolution code) pass
+C-contiguous arrays of one dtype, which Cython's fused-type dispatch
+enforces. Outputs are preallocated by the caller.
 
 Equation numbers: Zhang, "Derivation of Backpropagation in CNN" (seeds/000).
 """
@@ -12,43 +13,8 @@ Equation numbers: Zhang, "Derivation of Backpropagation in CNN" (seeds/000).
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 
-cdef extern from "kernels.h" nogil:
-    const char *fc_select_isa(int want_avx2)
-    const char *fc_best_isa()
-    void fc_conv_forward_f32(const float *x, int C, int H, int W, const float *k,
-                             int M, int KH, int KW, const float *bias, int act,
-                             float *out)
-    void fc_conv_forward_f64(const double *x, int C, int H, int W, const double *k,
-                             int M, int KH, int KW, const double *bias, int act,
-                             double *out)
-    void fc_conv_backward_f32(const float *x, int C, int H, int W, const float *k,
-                              int M, int KH, int KW, const float *y, const float *g,
-                              int act, float *ws, float *gk, float *db, float *dx)
-    void fc_conv_backward_f64(const double *x, int C, int H, int W, const double *k,
-                              int M, int KH, int KW, const double *y, const double *g,
-                              int act, double *ws, double *gk, double *db, double *dx)
-    Py_ssize_t fc_conv_ws_delta_f32(int M, int OH, int OW, int KH)
-    Py_ssize_t fc_conv_ws_delta_f64(int M, int OH, int OW, int KH)
-    Py_ssize_t fc_conv_ws_wgrad_f32(int M, int C, int KH, int KW, int OW)
-    Py_ssize_t fc_conv_ws_wgrad_f64(int M, int C, int KH, int KW, int OW)
-    void fc_conv_wgrad_finish_f32(const float *g, int M, int C, int KH, int KW, int OW,
-                                  float *dk)
-    void fc_conv_wgrad_finish_f64(const double *g, int M, int C, int KH, int KW, int OW,
-                                  double *dk)
-    void fc_sum_samples_f32(const float *ws, Py_ssize_t N, Py_ssize_t E,
-                            Py_ssize_t e0, Py_ssize_t e1, float *out)
-    void fc_sum_samples_f64(const double *ws, Py_ssize_t N, Py_ssize_t E,
-                            Py_ssize_t e0, Py_ssize_t e1, double *out)
-
-
-def set_isa(bint avx2):
-    """Run the AVX2+FMA kernels if `avx2` and the CPU has them, else the
-    baseline ones; returns the name of the version in use."""
-    return fc_select_isa(avx2).decode()
-
-
-ISA = set_isa(True)
-BEST_ISA = fc_best_isa().decode()
+cimport fastcnn._kernels as kernels
+from fastcnn._kernels cimport check, check_activation
 
 
 def workspace_sizes(int out_maps, int in_maps, int KH, int KW, int OH, int OW, str dtype):
@@ -59,20 +25,15 @@ def workspace_sizes(int out_maps, int in_maps, int KH, int KW, int OH, int OW, s
     per-sample one holds that sample's weight-gradient partial sums.
     """
     if dtype == "float32":
-        return (fc_conv_ws_delta_f32(out_maps, OH, OW, KH),
-                fc_conv_ws_wgrad_f32(out_maps, in_maps, KH, KW, OW))
-    return (fc_conv_ws_delta_f64(out_maps, OH, OW, KH),
-            fc_conv_ws_wgrad_f64(out_maps, in_maps, KH, KW, OW))
+        return (kernels.conv_ws_delta_size[float](out_maps, OH, OW, KH),
+                kernels.conv_ws_wgrad_size[float](out_maps, in_maps, KH, KW, OW))
+    return (kernels.conv_ws_delta_size[double](out_maps, OH, OW, KH),
+            kernels.conv_ws_wgrad_size[double](out_maps, in_maps, KH, KW, OW))
 
 
 cdef enum:
     # Parameters summed per prange iteration in the sample reduction.
     SUM_CHUNK = 256
-
-
-cdef inline void _need(bint ok, str what) except *:
-    if not ok:
-        raise ValueError("fastcnn._conv: " + what)
 
 
 def conv_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] k,
@@ -84,28 +45,24 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] k,
         out[n, q] = f(sum_p x[n, p] * k[q, p] + bias[q])
 
     x (N, C, H, W), k (M, C, KH, KW), bias (M,), out (N, M, H-KH+1, W-KW+1).
-    `act` is an activation code (fastcnn.layers.ACTIVATION_CODES: 1 = sigma).
+    `act` is an activation code (fastcnn._kernels.ACTIVATION_CODES: 1 = sigma).
     """
     cdef Py_ssize_t N = x.shape[0], n
     cdef int C = <int>x.shape[1], H = <int>x.shape[2], W = <int>x.shape[3]
     cdef int M = <int>k.shape[0], KH = <int>k.shape[2], KW = <int>k.shape[3]
-    _need(k.shape[1] == C, "kernel input maps != input maps")
-    _need(1 <= KH <= H and 1 <= KW <= W, "kernel larger than the image")
-    _need(bias.shape[0] == M, "bias length != output maps")
-    _need(out.shape[0] == N and out.shape[1] == M and out.shape[2] == H - KH + 1
+    check(k.shape[1] == C, "kernel input maps != input maps")
+    check(1 <= KH <= H and 1 <= KW <= W, "kernel larger than the image")
+    check(bias.shape[0] == M, "bias length != output maps")
+    check(out.shape[0] == N and out.shape[1] == M and out.shape[2] == H - KH + 1
           and out.shape[3] == W - KW + 1, "output array has the wrong shape")
-    _need(0 <= act <= 4, "unknown activation code")
-    _need(n_threads >= 1, "n_threads must be >= 1")
+    check_activation(act)
+    check(n_threads >= 1, "n_threads must be >= 1")
     if N == 0:
         return
     with nogil:
         for n in prange(N, schedule="static", num_threads=n_threads):
-            if floating is float:
-                fc_conv_forward_f32(&x[n, 0, 0, 0], C, H, W, &k[0, 0, 0, 0], M, KH, KW,
-                                    &bias[0], act, &out[n, 0, 0, 0])
-            else:
-                fc_conv_forward_f64(&x[n, 0, 0, 0], C, H, W, &k[0, 0, 0, 0], M, KH, KW,
-                                    &bias[0], act, &out[n, 0, 0, 0])
+            kernels.conv_forward(&x[n, 0, 0, 0], C, H, W, &k[0, 0, 0, 0], M, KH, KW,
+                                 &bias[0], act, &out[n, 0, 0, 0])
 
 
 def conv_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] k,
@@ -136,32 +93,28 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] k
     cdef bint want_dx = dx is not None
     cdef floating *dxp = NULL
     cdef Py_ssize_t Sd, Sw
-    _need(k.shape[1] == C, "kernel input maps != input maps")
-    _need(1 <= KH <= H and 1 <= KW <= W, "kernel larger than the image")
-    if floating is float:
-        Sd = fc_conv_ws_delta_f32(M, OH, OW, KH)
-        Sw = fc_conv_ws_wgrad_f32(M, C, KH, KW, OW)
-    else:
-        Sd = fc_conv_ws_delta_f64(M, OH, OW, KH)
-        Sw = fc_conv_ws_wgrad_f64(M, C, KH, KW, OW)
-    _need(y.shape[0] == N and y.shape[1] == M and y.shape[2] == OH and y.shape[3] == OW,
+    check(k.shape[1] == C, "kernel input maps != input maps")
+    check(1 <= KH <= H and 1 <= KW <= W, "kernel larger than the image")
+    Sd = kernels.conv_ws_delta_size[floating](M, OH, OW, KH)
+    Sw = kernels.conv_ws_wgrad_size[floating](M, C, KH, KW, OW)
+    check(y.shape[0] == N and y.shape[1] == M and y.shape[2] == OH and y.shape[3] == OW,
           "y has the wrong shape")
-    _need(grad.shape[0] == N and grad.shape[1] == M and grad.shape[2] == OH
+    check(grad.shape[0] == N and grad.shape[1] == M and grad.shape[2] == OH
           and grad.shape[3] == OW, "grad has the wrong shape")
-    _need(dk.shape[0] == M and dk.shape[1] == C and dk.shape[2] == KH and dk.shape[3] == KW,
+    check(dk.shape[0] == M and dk.shape[1] == C and dk.shape[2] == KH and dk.shape[3] == KW,
           "dk has the wrong shape")
-    _need(db.shape[0] == M, "db has the wrong shape")
+    check(db.shape[0] == M, "db has the wrong shape")
     if want_dx:
-        _need(dx.shape[0] == N and dx.shape[1] == C and dx.shape[2] == H and dx.shape[3] == W,
+        check(dx.shape[0] == N and dx.shape[1] == C and dx.shape[2] == H and dx.shape[3] == W,
               "dx has the wrong shape")
-    _need(ws_delta.shape[0] >= n_threads and ws_delta.shape[1] == Sd,
+    check(ws_delta.shape[0] >= n_threads and ws_delta.shape[1] == Sd,
           "ws_delta has the wrong shape")
-    _need(ws_dk.shape[0] >= N and ws_dk.shape[1] == Sw, "ws_dk has the wrong shape")
-    _need(ws_db.shape[0] >= N and ws_db.shape[1] == M, "ws_db has the wrong shape")
-    _need(ws_sum.shape[0] == Sw, "ws_sum has the wrong shape")
-    _need(0 <= act <= 4, "unknown activation code")
-    _need(n_threads >= 1, "n_threads must be >= 1")
-    _need(N >= 1, "empty batch")
+    check(ws_dk.shape[0] >= N and ws_dk.shape[1] == Sw, "ws_dk has the wrong shape")
+    check(ws_db.shape[0] >= N and ws_db.shape[1] == M, "ws_db has the wrong shape")
+    check(ws_sum.shape[0] == Sw, "ws_sum has the wrong shape")
+    check_activation(act)
+    check(n_threads >= 1, "n_threads must be >= 1")
+    check(N >= 1, "empty batch")
 
     with nogil:
         for n in prange(N, schedule="static", num_threads=n_threads):
@@ -170,27 +123,15 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] k
                 dxp = &dx[n, 0, 0, 0]
             else:
                 dxp = NULL
-            if floating is float:
-                fc_conv_backward_f32(&x[n, 0, 0, 0], C, H, W, &k[0, 0, 0, 0], M, KH, KW,
-                                     &y[n, 0, 0, 0], &grad[n, 0, 0, 0], act,
-                                     &ws_delta[t, 0], &ws_dk[n, 0], &ws_db[n, 0], dxp)
-            else:
-                fc_conv_backward_f64(&x[n, 0, 0, 0], C, H, W, &k[0, 0, 0, 0], M, KH, KW,
-                                     &y[n, 0, 0, 0], &grad[n, 0, 0, 0], act,
-                                     &ws_delta[t, 0], &ws_dk[n, 0], &ws_db[n, 0], dxp)
+            kernels.conv_backward(&x[n, 0, 0, 0], C, H, W, &k[0, 0, 0, 0], M, KH, KW,
+                                  &y[n, 0, 0, 0], &grad[n, 0, 0, 0], act,
+                                  &ws_delta[t, 0], &ws_dk[n, 0], &ws_db[n, 0], dxp)
         # Sum the per-sample partials in sample order; chunks of them go to
         # threads, and each one's sum is done by one thread.
         for ch in prange((Sw + SUM_CHUNK - 1) // SUM_CHUNK, schedule="static",
                          num_threads=n_threads):
             e0 = ch * SUM_CHUNK
             e1 = min(e0 + SUM_CHUNK, Sw)
-            if floating is float:
-                fc_sum_samples_f32(&ws_dk[0, 0], N, Sw, e0, e1, &ws_sum[0])
-            else:
-                fc_sum_samples_f64(&ws_dk[0, 0], N, Sw, e0, e1, &ws_sum[0])
-        if floating is float:
-            fc_conv_wgrad_finish_f32(&ws_sum[0], M, C, KH, KW, OW, &dk[0, 0, 0, 0])
-            fc_sum_samples_f32(&ws_db[0, 0], N, M, 0, M, &db[0])
-        else:
-            fc_conv_wgrad_finish_f64(&ws_sum[0], M, C, KH, KW, OW, &dk[0, 0, 0, 0])
-            fc_sum_samples_f64(&ws_db[0, 0], N, M, 0, M, &db[0])
+            kernels.sum_samples(&ws_dk[0, 0], N, Sw, e0, e1, &ws_sum[0])
+        kernels.conv_wgrad_from_partials(&ws_sum[0], M, C, KH, KW, OW, &dk[0, 0, 0, 0])
+        kernels.sum_samples(&ws_db[0, 0], N, M, 0, M, &db[0])

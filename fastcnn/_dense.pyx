@@ -11,34 +11,8 @@ Equation numbers: Zhang, "Derivation of Backpropagation in CNN" (seeds/000).
 from cython cimport floating
 from cython.parallel cimport prange
 
-cdef extern from "kernels.h" nogil:
-    const char *fc_select_isa(int want_avx2)
-    void fc_dense_forward_f32(const float *f, int F, const float *W, int K, const float *b,
-                              int act, float *out)
-    void fc_dense_forward_f64(const double *f, int F, const double *W, int K, const double *b,
-                              int act, double *out)
-    void fc_dense_backward_sample_f32(const float *g, const float *y, int K, int act,
-                                      const float *W, int F, float *delta, float *df)
-    void fc_dense_backward_sample_f64(const double *g, const double *y, int K, int act,
-                                      const double *W, int F, double *delta, double *df)
-    void fc_dense_wgrad_f32(const float *f, const float *delta, Py_ssize_t N, int F, int K,
-                            int k0, int k1, float *dW, float *db)
-    void fc_dense_wgrad_f64(const double *f, const double *delta, Py_ssize_t N, int F, int K,
-                            int k0, int k1, double *dW, double *db)
-
-
-def set_isa(bint avx2):
-    """Run the AVX2+FMA kernels if `avx2` and the CPU has them, else the
-    baseline ones; returns the name of the version in use."""
-    return fc_select_isa(avx2).decode()
-
-
-ISA = set_isa(True)
-
-
-cdef inline void _need(bint ok, str what) except *:
-    if not ok:
-        raise ValueError("fastcnn._dense: " + what)
+cimport fastcnn._kernels as kernels
+from fastcnn._kernels cimport check, check_activation
 
 
 def dense_forward(const floating[:, ::1] f, const floating[:, ::1] W, const floating[::1] b,
@@ -49,17 +23,14 @@ def dense_forward(const floating[:, ::1] f, const floating[:, ::1] W, const floa
     """
     cdef Py_ssize_t N = f.shape[0], n
     cdef int F = <int>f.shape[1], K = <int>W.shape[0]
-    _need(W.shape[1] == F, "W has the wrong number of columns")
-    _need(b.shape[0] == K, "b has the wrong length")
-    _need(out.shape[0] == N and out.shape[1] == K, "out has the wrong shape")
-    _need(0 <= act <= 4, "unknown activation code")
-    _need(n_threads >= 1, "n_threads must be >= 1")
+    check(W.shape[1] == F, "W has the wrong number of columns")
+    check(b.shape[0] == K, "b has the wrong length")
+    check(out.shape[0] == N and out.shape[1] == K, "out has the wrong shape")
+    check_activation(act)
+    check(n_threads >= 1, "n_threads must be >= 1")
     with nogil:
         for n in prange(N, schedule="static", num_threads=n_threads):
-            if floating is float:
-                fc_dense_forward_f32(&f[n, 0], F, &W[0, 0], K, &b[0], act, &out[n, 0])
-            else:
-                fc_dense_forward_f64(&f[n, 0], F, &W[0, 0], K, &b[0], act, &out[n, 0])
+            kernels.dense_forward(&f[n, 0], F, &W[0, 0], K, &b[0], act, &out[n, 0])
 
 
 def dense_backward(const floating[:, ::1] f, const floating[:, ::1] W,
@@ -80,30 +51,24 @@ def dense_backward(const floating[:, ::1] f, const floating[:, ::1] W,
     cdef int F = <int>f.shape[1], K = <int>W.shape[0], k
     cdef bint want_df = df is not None
     cdef floating *dfp = NULL
-    _need(W.shape[1] == F, "W has the wrong number of columns")
-    _need(y.shape[0] == N and y.shape[1] == K and g.shape[0] == N and g.shape[1] == K,
+    check(W.shape[1] == F, "W has the wrong number of columns")
+    check(y.shape[0] == N and y.shape[1] == K and g.shape[0] == N and g.shape[1] == K,
           "y or g has the wrong shape")
-    _need(delta.shape[0] >= N and delta.shape[1] == K, "delta has the wrong shape")
-    _need(dW.shape[0] == K and dW.shape[1] == F and db.shape[0] == K, "dW or db has the wrong shape")
+    check(delta.shape[0] >= N and delta.shape[1] == K, "delta has the wrong shape")
+    check(dW.shape[0] == K and dW.shape[1] == F and db.shape[0] == K, "dW or db has the wrong shape")
     if want_df:
-        _need(df.shape[0] == N and df.shape[1] == F, "df has the wrong shape")
-    _need(0 <= act <= 4, "unknown activation code")
-    _need(n_threads >= 1, "n_threads must be >= 1")
-    _need(N >= 1, "empty batch")
+        check(df.shape[0] == N and df.shape[1] == F, "df has the wrong shape")
+    check_activation(act)
+    check(n_threads >= 1, "n_threads must be >= 1")
+    check(N >= 1, "empty batch")
     with nogil:
         for n in prange(N, schedule="static", num_threads=n_threads):
             if want_df:
                 dfp = &df[n, 0]
             else:
                 dfp = NULL
-            if floating is float:
-                fc_dense_backward_sample_f32(&g[n, 0], &y[n, 0], K, act, &W[0, 0], F,
-                                             &delta[n, 0], dfp)
-            else:
-                fc_dense_backward_sample_f64(&g[n, 0], &y[n, 0], K, act, &W[0, 0], F,
-                                             &delta[n, 0], dfp)
+            kernels.dense_delta_input_grad(&g[n, 0], &y[n, 0], K, act, &W[0, 0], F,
+                                           &delta[n, 0], dfp)
         for k in prange(K, schedule="static", num_threads=n_threads):
-            if floating is float:
-                fc_dense_wgrad_f32(&f[0, 0], &delta[0, 0], N, F, K, k, k + 1, &dW[0, 0], &db[0])
-            else:
-                fc_dense_wgrad_f64(&f[0, 0], &delta[0, 0], N, F, K, k, k + 1, &dW[0, 0], &db[0])
+            kernels.dense_weight_bias_grad(&f[0, 0], &delta[0, 0], N, F, K, k, k + 1, &dW[0, 0],
+                                           &db[0])

@@ -4,23 +4,8 @@ averaged over the batch."""
 
 from cython cimport floating
 
-cdef extern from "kernels.h" nogil:
-    const char *fc_select_isa(int want_avx2)
-    double fc_mse_f32(const float *yhat, const float *t, Py_ssize_t E, Py_ssize_t N, float *grad)
-    double fc_mse_f64(const double *yhat, const double *t, Py_ssize_t E, Py_ssize_t N,
-                      double *grad)
-    double fc_cross_entropy_f32(const float *z, const float *t, Py_ssize_t N, int K, float *grad)
-    double fc_cross_entropy_f64(const double *z, const double *t, Py_ssize_t N, int K,
-                                double *grad)
-
-
-def set_isa(bint avx2):
-    """Run the AVX2+FMA kernels if `avx2` and the CPU has them, else the
-    baseline ones; returns the name of the version in use."""
-    return fc_select_isa(avx2).decode()
-
-
-ISA = set_isa(True)
+cimport fastcnn._kernels as kernels
+from fastcnn._kernels cimport check
 
 
 def mse(const floating[:, ::1] yhat, const floating[:, ::1] t, floating[:, ::1] grad):
@@ -28,15 +13,11 @@ def mse(const floating[:, ::1] yhat, const floating[:, ::1] t, floating[:, ::1] 
     write grad = dL/dyhat = (yhat - t) / N. All (N, K); the sum is in double."""
     cdef Py_ssize_t N = yhat.shape[0], K = yhat.shape[1]
     cdef double loss
-    if t.shape[0] != N or t.shape[1] != K or grad.shape[0] != N or grad.shape[1] != K:
-        raise ValueError("fastcnn._loss: yhat, t and grad must have the same shape")
-    if N < 1 or K < 1:
-        raise ValueError("fastcnn._loss: empty batch")
+    check(t.shape[0] == N and t.shape[1] == K and grad.shape[0] == N and grad.shape[1] == K,
+          "yhat, t and grad must have the same shape")
+    check(N >= 1 and K >= 1, "empty batch")
     with nogil:
-        if floating is float:
-            loss = fc_mse_f32(&yhat[0, 0], &t[0, 0], N * K, N, &grad[0, 0])
-        else:
-            loss = fc_mse_f64(&yhat[0, 0], &t[0, 0], N * K, N, &grad[0, 0])
+        loss = kernels.mse(&yhat[0, 0], &t[0, 0], N * K, N, &grad[0, 0])
     return loss
 
 
@@ -47,13 +28,9 @@ def cross_entropy(const floating[:, ::1] z, const floating[:, ::1] t, floating[:
     cdef Py_ssize_t N = z.shape[0]
     cdef int K = <int>z.shape[1]
     cdef double loss
-    if t.shape[0] != N or t.shape[1] != K or grad.shape[0] != N or grad.shape[1] != K:
-        raise ValueError("fastcnn._loss: z, t and grad must have the same shape")
-    if N < 1 or K < 1:
-        raise ValueError("fastcnn._loss: empty batch")
+    check(t.shape[0] == N and t.shape[1] == K and grad.shape[0] == N and grad.shape[1] == K,
+          "z, t and grad must have the same shape")
+    check(N >= 1 and K >= 1, "empty batch")
     with nogil:
-        if floating is float:
-            loss = fc_cross_entropy_f32(&z[0, 0], &t[0, 0], N, K, &grad[0, 0])
-        else:
-            loss = fc_cross_entropy_f64(&z[0, 0], &t[0, 0], N, K, &grad[0, 0])
+        loss = kernels.cross_entropy(&z[0, 0], &t[0, 0], N, K, &grad[0, 0])
     return loss

@@ -9,34 +9,8 @@ Equation numbers: Zhang, "Derivation of Backpropagation in CNN" (seeds/000).
 from cython cimport floating
 from cython.parallel cimport prange
 
-cdef extern from "kernels.h" nogil:
-    const char *fc_select_isa(int want_avx2)
-    void fc_mean_pool_f32(const float *x, int C, int H, int W, int s, float *out)
-    void fc_mean_pool_f64(const double *x, int C, int H, int W, int s, double *out)
-    void fc_mean_upsample_f32(const float *g, int C, int H, int W, int s, float *dx)
-    void fc_mean_upsample_f64(const double *g, int C, int H, int W, int s, double *dx)
-    void fc_max_pool_f32(const float *x, int C, int H, int W, int s, int step, float *out,
-                         int *arg)
-    void fc_max_pool_f64(const double *x, int C, int H, int W, int s, int step, double *out,
-                         int *arg)
-    void fc_max_unpool_f32(const float *g, const int *arg, int C, int H, int W, int OH, int OW,
-                           float *dx)
-    void fc_max_unpool_f64(const double *g, const int *arg, int C, int H, int W, int OH, int OW,
-                           double *dx)
-
-
-
-def set_isa(bint avx2):
-    """Run the AVX2+FMA kernels if `avx2` and the CPU has them, else the
-    baseline ones; returns the name of the version in use."""
-    return fc_select_isa(avx2).decode()
-
-
-ISA = set_isa(True)
-
-cdef inline void _check(bint ok, str what) except *:
-    if not ok:
-        raise ValueError("fastcnn._pool: " + what)
+cimport fastcnn._kernels as kernels
+from fastcnn._kernels cimport check
 
 
 def mean_pool(const floating[:, :, :, ::1] x, int scale, floating[:, :, :, ::1] out,
@@ -47,16 +21,13 @@ def mean_pool(const floating[:, :, :, ::1] x, int scale, floating[:, :, :, ::1] 
     """
     cdef Py_ssize_t N = x.shape[0], n
     cdef int C = <int>x.shape[1], H = <int>x.shape[2], W = <int>x.shape[3]
-    _check(1 <= scale <= H and scale <= W, "scale must be in 1..min(H, W)")
-    _check(out.shape[0] == N and out.shape[1] == C and out.shape[2] == H // scale
-           and out.shape[3] == W // scale, "output array has the wrong shape")
-    _check(n_threads >= 1, "n_threads must be >= 1")
+    check(1 <= scale <= H and scale <= W, "scale must be in 1..min(H, W)")
+    check(out.shape[0] == N and out.shape[1] == C and out.shape[2] == H // scale
+          and out.shape[3] == W // scale, "output array has the wrong shape")
+    check(n_threads >= 1, "n_threads must be >= 1")
     with nogil:
         for n in prange(N, schedule="static", num_threads=n_threads):
-            if floating is float:
-                fc_mean_pool_f32(&x[n, 0, 0, 0], C, H, W, scale, &out[n, 0, 0, 0])
-            else:
-                fc_mean_pool_f64(&x[n, 0, 0, 0], C, H, W, scale, &out[n, 0, 0, 0])
+            kernels.mean_pool(&x[n, 0, 0, 0], C, H, W, scale, &out[n, 0, 0, 0])
 
 
 def mean_upsample(const floating[:, :, :, ::1] grad, int scale, floating[:, :, :, ::1] dx,
@@ -68,16 +39,13 @@ def mean_upsample(const floating[:, :, :, ::1] grad, int scale, floating[:, :, :
     """
     cdef Py_ssize_t N = dx.shape[0], n
     cdef int C = <int>dx.shape[1], H = <int>dx.shape[2], W = <int>dx.shape[3]
-    _check(1 <= scale <= H and scale <= W, "scale must be in 1..min(H, W)")
-    _check(grad.shape[0] == N and grad.shape[1] == C and grad.shape[2] == H // scale
-           and grad.shape[3] == W // scale, "grad has the wrong shape")
-    _check(n_threads >= 1, "n_threads must be >= 1")
+    check(1 <= scale <= H and scale <= W, "scale must be in 1..min(H, W)")
+    check(grad.shape[0] == N and grad.shape[1] == C and grad.shape[2] == H // scale
+          and grad.shape[3] == W // scale, "grad has the wrong shape")
+    check(n_threads >= 1, "n_threads must be >= 1")
     with nogil:
         for n in prange(N, schedule="static", num_threads=n_threads):
-            if floating is float:
-                fc_mean_upsample_f32(&grad[n, 0, 0, 0], C, H, W, scale, &dx[n, 0, 0, 0])
-            else:
-                fc_mean_upsample_f64(&grad[n, 0, 0, 0], C, H, W, scale, &dx[n, 0, 0, 0])
+            kernels.mean_upsample(&grad[n, 0, 0, 0], C, H, W, scale, &dx[n, 0, 0, 0])
 
 
 def max_pool(const floating[:, :, :, ::1] x, int size, int step, floating[:, :, :, ::1] out,
@@ -89,21 +57,17 @@ def max_pool(const floating[:, :, :, ::1] x, int size, int step, floating[:, :, 
     """
     cdef Py_ssize_t N = x.shape[0], n
     cdef int C = <int>x.shape[1], H = <int>x.shape[2], W = <int>x.shape[3]
-    _check(1 <= size <= H and size <= W and step >= 1, "size must be in 1..min(H, W), step >= 1")
+    check(1 <= size <= H and size <= W and step >= 1, "size must be in 1..min(H, W), step >= 1")
     cdef int OH = (H - size) // step + 1, OW = (W - size) // step + 1
-    _check(out.shape[0] == N and out.shape[1] == C and out.shape[2] == OH and out.shape[3] == OW,
-           "output array has the wrong shape")
-    _check(arg.shape[0] == N and arg.shape[1] == C and arg.shape[2] == OH and arg.shape[3] == OW,
-           "arg array has the wrong shape")
-    _check(n_threads >= 1, "n_threads must be >= 1")
+    check(out.shape[0] == N and out.shape[1] == C and out.shape[2] == OH and out.shape[3] == OW,
+          "output array has the wrong shape")
+    check(arg.shape[0] == N and arg.shape[1] == C and arg.shape[2] == OH and arg.shape[3] == OW,
+          "arg array has the wrong shape")
+    check(n_threads >= 1, "n_threads must be >= 1")
     with nogil:
         for n in prange(N, schedule="static", num_threads=n_threads):
-            if floating is float:
-                fc_max_pool_f32(&x[n, 0, 0, 0], C, H, W, size, step, &out[n, 0, 0, 0],
-                                &arg[n, 0, 0, 0])
-            else:
-                fc_max_pool_f64(&x[n, 0, 0, 0], C, H, W, size, step, &out[n, 0, 0, 0],
-                                &arg[n, 0, 0, 0])
+            kernels.max_pool(&x[n, 0, 0, 0], C, H, W, size, step, &out[n, 0, 0, 0],
+                             &arg[n, 0, 0, 0])
 
 
 def max_unpool(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg,
@@ -116,10 +80,10 @@ def max_unpool(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg,
     cdef Py_ssize_t N = dx.shape[0], n
     cdef int C = <int>dx.shape[1], H = <int>dx.shape[2], W = <int>dx.shape[3]
     cdef int OH = <int>grad.shape[2], OW = <int>grad.shape[3]
-    _check(grad.shape[0] == N and grad.shape[1] == C, "grad has the wrong shape")
-    _check(arg.shape[0] == N and arg.shape[1] == C and arg.shape[2] == OH and arg.shape[3] == OW,
-           "arg has the wrong shape")
-    _check(n_threads >= 1, "n_threads must be >= 1")
+    check(grad.shape[0] == N and grad.shape[1] == C, "grad has the wrong shape")
+    check(arg.shape[0] == N and arg.shape[1] == C and arg.shape[2] == OH and arg.shape[3] == OW,
+          "arg has the wrong shape")
+    check(n_threads >= 1, "n_threads must be >= 1")
     # the kernel writes where arg points: check every index first
     cdef Py_ssize_t e, total = N * C * OH * OW
     cdef const int *a
@@ -130,12 +94,8 @@ def max_unpool(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg,
             if a[e] < 0 or a[e] >= H * W:
                 bad = True
                 break
-    _check(not bad, "arg holds indices outside the maps")
+    check(not bad, "arg holds indices outside the maps")
     with nogil:
         for n in prange(N, schedule="static", num_threads=n_threads):
-            if floating is float:
-                fc_max_unpool_f32(&grad[n, 0, 0, 0], &arg[n, 0, 0, 0], C, H, W, OH, OW,
-                                  &dx[n, 0, 0, 0])
-            else:
-                fc_max_unpool_f64(&grad[n, 0, 0, 0], &arg[n, 0, 0, 0], C, H, W, OH, OW,
-                                  &dx[n, 0, 0, 0])
+            kernels.max_unpool(&grad[n, 0, 0, 0], &arg[n, 0, 0, 0], C, H, W, OH, OW,
+                               &dx[n, 0, 0, 0])

@@ -12,35 +12,30 @@ the oracle's tolerance and the same for every thread count.
 import os
 import warnings
 
-from fastcnn import _activation, _conv, _dense, _loss, _optim, _pool
-
-_MODULES = (_conv, _pool, _activation, _dense, _loss, _optim)
-_path = _conv.ISA
+from fastcnn import _kernels
 
 
 def simd_path():
     """Name of the kernels in use: "avx2+fma", "baseline", or "avx2+fma (build flags)"."""
-    return _path
+    return _kernels.active_isa()
 
 
 def available_simd_paths():
     """The paths this CPU and build can run, fastest last."""
-    return ["baseline"] if _conv.BEST_ISA == "baseline" else ["baseline", _conv.BEST_ISA]
+    return ["baseline"] if _kernels.BEST_ISA == "baseline" else ["baseline", _kernels.BEST_ISA]
 
 
 def set_simd_path(name):
     """Use "baseline", "avx2+fma" or "auto" (the fastest this CPU runs)."""
-    global _path
     if name not in ("auto", "baseline", "avx2+fma"):
         raise ValueError(f"SIMD path must be 'auto', 'baseline' or 'avx2+fma', got {name!r}")
-    want = name != "baseline"
-    results = {module.set_isa(want) for module in _MODULES}
-    (_path,) = results
-    if name == "avx2+fma" and not _path.startswith("avx2"):
+    # one table of entry points serves every kernel module (fastcnn/_kernels.pyx)
+    path = _kernels.select_isa(name != "baseline")
+    if name == "avx2+fma" and not path.startswith("avx2"):
         set_simd_path("auto")
         raise ValueError("this CPU (or build) has no AVX2+FMA kernels; "
                          f"available: {available_simd_paths()}")
-    return _path
+    return path
 
 
 def _read_environment():

@@ -1,7 +1,12 @@
-/* activation_impl.h -- the sigmoid of eq. (4) and its derivative, for one type.
+/* activation_impl.h -- the activations and the softmax, forward and
+ * backward, for one floating type: exp written to vectorise; the sigmoid of
+ * eq. (4) and tanh built on it; activation_forward and activation_backward,
+ * element-wise, for every code of enum fc_activation (fc_common.h: none,
+ * sigmoid, relu, tanh, tanh_opt); softmax_forward and softmax_backward, one
+ * sample at a time.
  *
- * Not a header to include directly: kernels.h includes it once per type and
- * instruction set with
+ * Not a header to include directly: instantiate.h includes it once per type,
+ * for each instruction set kernels.h compiles, with
  *   REAL         float or double
  *   REAL_DOUBLE  0 for float, 1 for double
  *   LANES        elements per vector (8 floats, 4 doubles)

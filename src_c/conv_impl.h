@@ -1,7 +1,8 @@
 /* conv_impl.h -- convolution-layer kernels for one floating type.
  *
- * Not a header to include directly: kernels.h includes it once per type and
- * instruction set with REAL, REAL_DOUBLE, LANES and FN(name) defined.
+ * Not a header to include directly: instantiate.h includes it once per type,
+ * for each instruction set kernels.h compiles, with REAL, REAL_DOUBLE, LANES
+ * and FN(name) defined.
  * Equation numbers are those of Zhang, "Derivation of Backpropagation in
  * Convolutional Neural Network" (seeds/000). Indices here are 0-based, so the
  * paper's centred u, v in -2..2 become 0..K-1: the input pixel a(i-u, j-v) of
@@ -77,7 +78,7 @@ FC_INLINE void FN(conv_map_tiled)(const REAL *x, int C, int H, int W, const REAL
 }
 
 /* The same sums one output at a time, for maps narrower than LANES. */
-static void FN(conv_map_points)(const REAL *x, int C, int H, int W, const REAL *k, int KH,
+static void FN(conv_map_scalar)(const REAL *x, int C, int H, int W, const REAL *k, int KH,
                                 int KW, REAL b, REAL *out)
 {
     const int OH = H - KH + 1, OW = W - KW + 1;
@@ -93,11 +94,12 @@ static void FN(conv_map_points)(const REAL *x, int C, int H, int W, const REAL *
         }
 }
 
-/* Tile shape by output width, in vectors: 3 rows x 3 vectors (the paper's
- * C1 in float), 4 x 2 or 8 x 1 (its C2): at least 8 independent sums, enough
- * to hide the latency of a multiply-add; one row at a time for short maps. */
-FC_INLINE void FN(conv_map_shaped)(const REAL *x, int C, int H, int W, const REAL *k,
-                                   int KH, int KW, REAL b, REAL *out)
+/* z_q for one output map, in tiles shaped by the output width in vectors:
+ * 3 rows x 3 vectors (the paper's C1 in float), 4 x 2 or 8 x 1 (its C2): at
+ * least 8 independent sums, enough to hide the latency of a multiply-add;
+ * one row at a time for short maps, one output at a time for narrow ones. */
+FC_INLINE void FN(conv_map)(const REAL *x, int C, int H, int W, const REAL *k,
+                            int KH, int KW, REAL b, REAL *out)
 {
     const int OH = H - KH + 1, nvec = (W - KW + 1) / LANES;
     if (nvec >= 3) {
@@ -110,7 +112,7 @@ FC_INLINE void FN(conv_map_shaped)(const REAL *x, int C, int H, int W, const REA
         if (OH >= 8) FN(conv_map_tiled)(x, C, H, W, k, KH, KW, b, 8, 1, out);
         else FN(conv_map_tiled)(x, C, H, W, k, KH, KW, b, 1, 1, out);
     } else {
-        FN(conv_map_points)(x, C, H, W, k, KH, KW, b, out);
+        FN(conv_map_scalar)(x, C, H, W, k, KH, KW, b, out);
     }
 }
 
@@ -125,15 +127,15 @@ static void FN(conv_forward)(const REAL *x, int C, int H, int W, const REAL *k, 
         const REAL *kq = k + (ptrdiff_t)q * C * KH * KW;
         REAL *zq = out + q * OHW;
         if (KH == 5 && KW == 5)
-            FN(conv_map_shaped)(x, C, H, W, kq, 5, 5, bias[q], zq);
+            FN(conv_map)(x, C, H, W, kq, 5, 5, bias[q], zq);
         else
-            FN(conv_map_shaped)(x, C, H, W, kq, KH, KW, bias[q], zq);
+            FN(conv_map)(x, C, H, W, kq, KH, KW, bias[q], zq);
         FN(activation_forward)(act, zq, OHW, zq); /* eq. (4): C_q = sigma(z_q) */
     }
 }
 
 /* ------------------------------------------------------------------------
- * Backward, one sample. The workspace (conv_ws_delta elements) holds
+ * Backward, one sample. The workspace (conv_ws_delta_size elements) holds
  *   d:  delta = dL/dz (eq. 37, 57) as M maps of OH + 2(KH-1) rows of DW
  *       columns: KH-1 zero rows above and below each map, zero columns
  *       right of OW (DW = OW rounded up to LANES);
@@ -148,14 +150,14 @@ FC_INLINE int FN(round_lanes)(int n) { return (n + LANES - 1) / LANES * LANES; }
  * along their rows instead. */
 FC_INLINE int FN(wgrad_by_maps)(int M, int OW) { return 2 * M >= LANES || OW < 2 * LANES; }
 
-static ptrdiff_t FN(conv_ws_delta)(int M, int OH, int OW, int KH)
+static ptrdiff_t FN(conv_ws_delta_size)(int M, int OH, int OW, int KH)
 {
     return (ptrdiff_t)M * (OH + 2 * (KH - 1)) * FN(round_lanes)(OW) +
            (FN(wgrad_by_maps)(M, OW) ? (ptrdiff_t)OH * OW * FN(round_lanes)(M) : 0);
 }
 
-/* Elements of one sample's weight-gradient partial sums (see conv_wgrad_finish). */
-static ptrdiff_t FN(conv_ws_wgrad)(int M, int C, int KH, int KW, int OW)
+/* Elements of one sample's weight-gradient partial sums (see conv_wgrad_from_partials). */
+static ptrdiff_t FN(conv_ws_wgrad_size)(int M, int C, int KH, int KW, int OW)
 {
     return (ptrdiff_t)C * KH * KW * (FN(wgrad_by_maps)(M, OW) ? FN(round_lanes)(M) : M);
 }
@@ -226,7 +228,7 @@ FC_INLINE void FN(wgrad_by_columns)(const REAL *x, int C, int H, int W, const RE
 /* Otherwise along q. g[p][a][b][q] = sum_{i,j} x[p, i+a, j+b] * dT[i][j][q]
  * for QB vectors of q and NB columns b at a time: every partial sum is a
  * whole output, so no lanes are summed across; the partials stay in this
- * [p][a][b][q] layout until conv_wgrad_finish. */
+ * [p][a][b][q] layout until conv_wgrad_from_partials. */
 FC_INLINE void FN(wgrad_maps_cols)(VEC acc[5][2], const REAL *FC_RESTRICT xrow,
                                    const REAL *FC_RESTRICT drow, int MQ, int j, int NB, int QB)
 {
@@ -297,9 +299,10 @@ FC_INLINE void FN(wgrad_by_maps_body)(const REAL *x, int C, int H, int W, const 
 }
 
 /* dk (M, C, KH, KW) from the weight-gradient partials summed over the batch:
- * a copy for wide maps, the [p][a][b][q] -> [q][p][KH-1-a][KW-1-b] move for
- * narrow ones. */
-static void FN(conv_wgrad_finish)(const REAL *g, int M, int C, int KH, int KW, int OW, REAL *dk)
+ * a copy when they were summed along rows (wgrad_by_columns, already in dk's
+ * layout), else the [p][a][b][q] -> [q][p][KH-1-a][KW-1-b] move. */
+static void FN(conv_wgrad_from_partials)(const REAL *g, int M, int C, int KH, int KW, int OW,
+                                         REAL *dk)
 {
     const ptrdiff_t E = (ptrdiff_t)M * C * KH * KW;
     if (!FN(wgrad_by_maps)(M, OW)) {
@@ -326,9 +329,9 @@ static void FN(conv_wgrad_finish)(const REAL *g, int M, int C, int KH, int KW, i
  * i-(KH-1)+u: a tile keeps RB rows x PB input maps of these sums in
  * registers (each delta row load serves PB maps, each weight RB rows), and
  * the zero rows of the padded delta stand in for rows outside the map. */
-FC_INLINE void FN(dgrad_tile)(const REAL *FC_RESTRICT d, int M, int HP, int DW,
-                              const REAL *FC_RESTRICT k, int C, int KH, int KW, int p0, int PB,
-                              int i0, int RB, int v, int j0, VEC acc[8][3])
+FC_INLINE void FN(input_grad_tile)(const REAL *FC_RESTRICT d, int M, int HP, int DW,
+                                   const REAL *FC_RESTRICT k, int C, int KH, int KW, int p0, int PB,
+                                   int i0, int RB, int v, int j0, VEC acc[8][3])
 {
     const ptrdiff_t KK = (ptrdiff_t)KH * KW;
     for (int r = 0; r < RB; r++)
@@ -347,8 +350,9 @@ FC_INLINE void FN(dgrad_tile)(const REAL *FC_RESTRICT d, int M, int HP, int DW,
     }
 }
 
-FC_INLINE void FN(dgrad_maps)(const REAL *FC_RESTRICT d, int M, int OH, int OW, const REAL *FC_RESTRICT k,
-                              int C, int KH, int KW, int p0, int PB, int RB, REAL *FC_RESTRICT dx)
+FC_INLINE void FN(input_grad_maps)(const REAL *FC_RESTRICT d, int M, int OH, int OW,
+                                   const REAL *FC_RESTRICT k, int C, int KH, int KW, int p0, int PB,
+                                   int RB, REAL *FC_RESTRICT dx)
 {
     const int H = OH + KH - 1, W = OW + KW - 1, HP = OH + 2 * (KH - 1), DW = FN(round_lanes)(OW);
     int done = 0; /* rows of dx finished */
@@ -359,7 +363,7 @@ FC_INLINE void FN(dgrad_maps)(const REAL *FC_RESTRICT d, int M, int OH, int OW, 
             const int s = KW - 1 - v;
             for (int j0 = 0; j0 < DW; j0 += LANES) {
                 VEC acc[8][3];
-                FN(dgrad_tile)(d, M, HP, DW, k, C, KH, KW, p0, PB, i0, RB, v, j0, acc);
+                FN(input_grad_tile)(d, M, HP, DW, k, C, KH, KW, p0, PB, i0, RB, v, j0, acc);
                 const int n = OW - j0 < LANES ? OW - j0 : LANES;
                 for (int r = done - i0; r < RB; r++)
                     for (int pb = 0; pb < PB; pb++) {
@@ -376,9 +380,9 @@ FC_INLINE void FN(dgrad_maps)(const REAL *FC_RESTRICT d, int M, int OH, int OW, 
     }
 }
 
-FC_INLINE void FN(conv_dgrad)(const REAL *FC_RESTRICT d, int M, int OH, int OW,
-                              const REAL *FC_RESTRICT k, int C, int KH, int KW,
-                              REAL *FC_RESTRICT dx)
+FC_INLINE void FN(input_grad_full_conv)(const REAL *FC_RESTRICT d, int M, int OH, int OW,
+                                        const REAL *FC_RESTRICT k, int C, int KH, int KW,
+                                        REAL *FC_RESTRICT dx)
 {
     const int H = OH + KH - 1;
     memset(dx, 0, sizeof(REAL) * (size_t)C * H * (OW + KW - 1));
@@ -387,12 +391,12 @@ FC_INLINE void FN(conv_dgrad)(const REAL *FC_RESTRICT d, int M, int OH, int OW,
     const int blocks = (C + 2) / 3;
     for (int blk = 0, p0 = 0; blk < blocks; blk++) {
         const int PB = (C - p0 + (blocks - blk) - 1) / (blocks - blk);
-        if (PB == 3 && H >= 4) FN(dgrad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 3, 4, dx);
-        else if (PB == 2 && H >= 4) FN(dgrad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 2, 4, dx);
-        else if (PB == 1 && H >= 8) FN(dgrad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 1, 8, dx);
-        else if (PB == 3) FN(dgrad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 3, 1, dx);
-        else if (PB == 2) FN(dgrad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 2, 1, dx);
-        else FN(dgrad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 1, 1, dx);
+        if (PB == 3 && H >= 4) FN(input_grad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 3, 4, dx);
+        else if (PB == 2 && H >= 4) FN(input_grad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 2, 4, dx);
+        else if (PB == 1 && H >= 8) FN(input_grad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 1, 8, dx);
+        else if (PB == 3) FN(input_grad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 3, 1, dx);
+        else if (PB == 2) FN(input_grad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 2, 1, dx);
+        else FN(input_grad_maps)(d, M, OH, OW, k, C, KH, KW, p0, 1, 1, dx);
         p0 += PB;
     }
 }
@@ -403,9 +407,9 @@ FC_INLINE void FN(conv_dgrad)(const REAL *FC_RESTRICT d, int M, int OH, int OW,
  *   dk  = rot180(x) (*) d                   eq. (39)-(40), (58)-(59)
  *   dx  = sum_q d_q (*)full rot180(k_q)     eq. (49)-(51)   (skipped if dx is NULL)
  * x (C, H, W), k (M, C, KH, KW), y and g (M, OH, OW): the layer's output and
- * dL/dy. ws: conv_ws_delta elements, zero on first use (see above).
- * Outputs: gk, this sample's conv_ws_wgrad weight-gradient partials (turned
- * into dk by conv_wgrad_finish once summed over the batch); db (M); dx (C, H, W). */
+ * dL/dy. ws: conv_ws_delta_size elements, zero on first use (see above).
+ * Outputs: gk, this sample's conv_ws_wgrad_size weight-gradient partials (turned
+ * into dk by conv_wgrad_from_partials once summed over the batch); db (M); dx (C, H, W). */
 static void FN(conv_backward)(const REAL *x, int C, int H, int W, const REAL *k, int M,
                               int KH, int KW, const REAL *y, const REAL *g, int act,
                               REAL *ws, REAL *gk, REAL *db, REAL *dx)
@@ -414,8 +418,8 @@ static void FN(conv_backward)(const REAL *x, int C, int H, int W, const REAL *k,
     const int HP = OH + 2 * (KH - 1), by_maps = FN(wgrad_by_maps)(M, OW), MQ = FN(round_lanes)(M);
     REAL *d = ws, *dT = ws + (ptrdiff_t)M * HP * DW;
     /* The paper's first layer (sigmoid, no input gradient) needs delta only as
-     * dT: computed there directly, it saves a pass over the maps (C1's
-     * backward 185 -> 130 us per batch of 50). */
+     * dT: computed there directly, it saves writing delta by rows and a pass
+     * that transposes it (benchmarks/README.md has the time it saves). */
     const int delta_in_dT_only = by_maps && !dx && act == FC_ACT_SIGMOID;
     if (delta_in_dT_only) {
         for (int q = 0; q < M; q++) {
@@ -472,9 +476,9 @@ static void FN(conv_backward)(const REAL *x, int C, int H, int W, const REAL *k,
 
     if (dx) {
         if (KH == 5 && KW == 5)
-            FN(conv_dgrad)(d, M, OH, OW, k, C, 5, 5, dx);
+            FN(input_grad_full_conv)(d, M, OH, OW, k, C, 5, 5, dx);
         else
-            FN(conv_dgrad)(d, M, OH, OW, k, C, KH, KW, dx);
+            FN(input_grad_full_conv)(d, M, OH, OW, k, C, KH, KW, dx);
     }
 }
 

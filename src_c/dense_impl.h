@@ -1,8 +1,9 @@
 /* dense_impl.h -- the fully connected layer of eq. (12) and its gradients,
  * for one floating type.
  *
- * Not a header to include directly: kernels.h includes it once per type and
- * instruction set with REAL, REAL_DOUBLE, LANES and FN(name) defined.
+ * Not a header to include directly: instantiate.h includes it once per type,
+ * for each instruction set kernels.h compiles, with REAL, REAL_DOUBLE, LANES
+ * and FN(name) defined.
  * Equation numbers are those of Zhang, "Derivation of Backpropagation in
  * Convolutional Neural Network" (seeds/000). W is (K, F) as in eq. (12).
  */
@@ -47,12 +48,13 @@ static void FN(dense_forward)(const REAL *f, int F, const REAL *W, int K, const 
     FN(activation_forward)(act, out, K, out);
 }
 
-/* Backward for one sample, eq. (17), (23), (28)-(30):
+/* The per-sample part of the backward pass, eq. (17), (23), (28)-(30):
  *   delta = g * f'(z), from y     (g * y (1 - y) for sigma)
  *   df    = W^T delta             eq. (30), skipped if df is NULL
- * g, y, delta (K); W (K, F); df (F). */
-static void FN(dense_backward_sample)(const REAL *g, const REAL *y, int K, int act,
-                                      const REAL *W, int F, REAL *delta, REAL *df)
+ * g, y, delta (K); W (K, F); df (F). The weight and bias gradients, sums
+ * over the batch, are dense_weight_bias_grad's. */
+static void FN(dense_delta_input_grad)(const REAL *g, const REAL *y, int K, int act,
+                                       const REAL *W, int F, REAL *delta, REAL *df)
 {
     FN(activation_backward)(act, y, g, K, delta);
     if (!df) return;
@@ -79,8 +81,8 @@ static void FN(dense_backward_sample)(const REAL *g, const REAL *y, int K, int a
  * sample order, eq. (19), (24):
  *   dW[k, :] = sum_n delta[n, k] f[n, :]        db[k] = sum_n delta[n, k]
  * f (N, F), delta (N, K). */
-static void FN(dense_wgrad)(const REAL *f, const REAL *delta, ptrdiff_t N, int F, int K,
-                            int k0, int k1, REAL *dW, REAL *db)
+static void FN(dense_weight_bias_grad)(const REAL *f, const REAL *delta, ptrdiff_t N, int F, int K,
+                                       int k0, int k1, REAL *dW, REAL *db)
 {
     const int FV = F - F % (4 * LANES);
     for (int k = k0; k < k1; k++) {

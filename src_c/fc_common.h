@@ -29,12 +29,17 @@
 #  define FC_VECTOR_EXT 0
 #endif
 
-/* Activation codes, the same in fastcnn/layers.py (ACTIVATION_CODES). */
-#define FC_ACT_NONE 0
-#define FC_ACT_SIGMOID 1
-#define FC_ACT_RELU 2
-#define FC_ACT_TANH 3
-#define FC_ACT_TANH_OPT 4 /* DeepLearnToolbox's tanh_opt: 1.7159 tanh(2x/3) */
+/* Activation codes: the `act` argument of the kernels. fastcnn._kernels
+ * declares them (fastcnn/_kernels.pxd) and builds ACTIVATION_CODES, the
+ * name -> code mapping of the Python layers, from them. */
+enum fc_activation {
+    FC_ACT_NONE = 0,     /* identity */
+    FC_ACT_SIGMOID = 1,  /* eq. (4): 1 / (1 + exp(-z)) */
+    FC_ACT_RELU = 2,     /* max(0, z) */
+    FC_ACT_TANH = 3,
+    FC_ACT_TANH_OPT = 4, /* DeepLearnToolbox's tanh_opt: 1.7159 tanh(2z/3) */
+    FC_ACT_COUNT         /* the number of codes: valid codes are 0 <= act < FC_ACT_COUNT */
+};
 
 #define FC_CAT_(a, b) a##b
 #define FC_CAT(a, b) FC_CAT_(a, b)

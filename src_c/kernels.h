@@ -7,8 +7,10 @@
  * one translation unit: for the baseline the compiler targets (SSE2 for any
  * x86-64 wheel) and, through a target pragma, for x86-64-v3 (AVX2 + FMA). A
  * wheel therefore runs on every x86-64 CPU and uses AVX2 where the CPU has it,
- * as NumPy does. fc_select_isa() makes the choice; the public names below
- * (fc_conv_forward_f32, ...) call the chosen version.
+ * as NumPy does. Each version fills one fc_kernel_table (kernel_table.h) with
+ * its entry points; fc_kernels_for() picks the table. This header is compiled
+ * into one extension module, fastcnn._kernels, which holds the pointer to the
+ * table in use; the other modules call through it.
  *
  * Results of the two versions differ in the last bits (FMA rounds once where
  * SSE2 rounds twice); each is deterministic and independent of threads.
@@ -16,7 +18,7 @@
 #ifndef FASTCNN_KERNELS_H
 #define FASTCNN_KERNELS_H
 
-#include "fc_common.h"
+#include "kernel_table.h"
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) \
     && !(defined(__AVX2__) && defined(__FMA__))
@@ -47,9 +49,46 @@
 #  endif
 #endif
 
-/* ---- choosing the instruction set ---- */
+/* ---- one table of entry points per instruction set ---- */
 
-static int fc_use_avx2 = 0;
+/* the members of kernel_table.h for one type T (_f32, _f64), from the functions
+ * instantiate.h compiled for instruction set ISA (_base, _avx2) */
+#define FC_TABLE_ENTRIES(T, ISA)                                       \
+    .conv_forward##T = fc_conv_forward##T##ISA,                        \
+    .conv_backward##T = fc_conv_backward##T##ISA,                      \
+    .conv_ws_delta_size##T = fc_conv_ws_delta_size##T##ISA,            \
+    .conv_ws_wgrad_size##T = fc_conv_ws_wgrad_size##T##ISA,            \
+    .conv_wgrad_from_partials##T = fc_conv_wgrad_from_partials##T##ISA, \
+    .sum_samples##T = fc_sum_samples##T##ISA,                          \
+    .mean_pool##T = fc_mean_pool##T##ISA,                              \
+    .mean_upsample##T = fc_mean_upsample##T##ISA,                      \
+    .max_pool##T = fc_max_pool##T##ISA,                                \
+    .max_unpool##T = fc_max_unpool##T##ISA,                            \
+    .dense_forward##T = fc_dense_forward##T##ISA,                      \
+    .dense_delta_input_grad##T = fc_dense_delta_input_grad##T##ISA,    \
+    .dense_weight_bias_grad##T = fc_dense_weight_bias_grad##T##ISA,    \
+    .adam_step##T = fc_adam_step##T##ISA,                              \
+    .mse##T = fc_mse##T##ISA,                                          \
+    .cross_entropy##T = fc_cross_entropy##T##ISA,                      \
+    .activation_forward##T = fc_activation_forward##T##ISA,            \
+    .activation_backward##T = fc_activation_backward##T##ISA,          \
+    .softmax_forward##T = fc_softmax_forward##T##ISA,                  \
+    .softmax_backward##T = fc_softmax_backward##T##ISA
+
+#define FC_KERNEL_TABLE(ISA, NAME) \
+    { .isa = NAME, FC_TABLE_ENTRIES(_f32, ISA), FC_TABLE_ENTRIES(_f64, ISA) }
+
+#if defined(__AVX2__) && defined(__FMA__)
+/* the baseline itself was built for AVX2 (FASTCNN_MARCH) */
+static const fc_kernel_table fc_kernels_base = FC_KERNEL_TABLE(_base, "avx2+fma (build flags)");
+#else
+static const fc_kernel_table fc_kernels_base = FC_KERNEL_TABLE(_base, "baseline");
+#endif
+#if FC_DISPATCH_AVX2
+static const fc_kernel_table fc_kernels_avx2 = FC_KERNEL_TABLE(_avx2, "avx2+fma");
+#endif
+
+/* ---- choosing the instruction set ---- */
 
 /* 1 if this CPU runs the AVX2 + FMA version. */
 static int fc_cpu_has_avx2_fma(void)
@@ -62,72 +101,16 @@ static int fc_cpu_has_avx2_fma(void)
 #endif
 }
 
-static const char *fc_isa_name(int avx2)
+/* The AVX2 + FMA table if want_avx2 and this CPU runs it, else the baseline
+ * one; fc_kernels_for(1) is the fastest this CPU runs. */
+static const fc_kernel_table *fc_kernels_for(int want_avx2)
 {
-#if defined(__AVX2__) && defined(__FMA__)
-    (void)avx2;
-    return "avx2+fma (build flags)"; /* the baseline itself was built for AVX2 */
-#else
-    return avx2 ? "avx2+fma" : "baseline";
-#endif
-}
-
-/* The fastest version this CPU runs. */
-static const char *fc_best_isa(void) { return fc_isa_name(fc_cpu_has_avx2_fma()); }
-
-/* Use the AVX2 version if want_avx2 and the CPU has it; returns the name of
- * the version now in use. */
-static const char *fc_select_isa(int want_avx2)
-{
-    fc_use_avx2 = want_avx2 && fc_cpu_has_avx2_fma();
-    return fc_isa_name(fc_use_avx2);
-}
-
 #if FC_DISPATCH_AVX2
-#  define FC_PICK(name) (fc_use_avx2 ? FC_CAT(name, _avx2) : FC_CAT(name, _base))
+    if (want_avx2 && fc_cpu_has_avx2_fma()) return &fc_kernels_avx2;
 #else
-#  define FC_PICK(name) FC_CAT(name, _base)
+    (void)want_avx2;
 #endif
-
-#define fc_conv_forward_f32      FC_PICK(fc_conv_forward_f32)
-#define fc_conv_forward_f64      FC_PICK(fc_conv_forward_f64)
-#define fc_conv_backward_f32     FC_PICK(fc_conv_backward_f32)
-#define fc_conv_backward_f64     FC_PICK(fc_conv_backward_f64)
-#define fc_conv_ws_delta_f32     FC_PICK(fc_conv_ws_delta_f32)
-#define fc_conv_ws_delta_f64     FC_PICK(fc_conv_ws_delta_f64)
-#define fc_conv_ws_wgrad_f32     FC_PICK(fc_conv_ws_wgrad_f32)
-#define fc_conv_ws_wgrad_f64     FC_PICK(fc_conv_ws_wgrad_f64)
-#define fc_conv_wgrad_finish_f32 FC_PICK(fc_conv_wgrad_finish_f32)
-#define fc_conv_wgrad_finish_f64 FC_PICK(fc_conv_wgrad_finish_f64)
-#define fc_sum_samples_f32       FC_PICK(fc_sum_samples_f32)
-#define fc_sum_samples_f64       FC_PICK(fc_sum_samples_f64)
-#define fc_mean_pool_f32         FC_PICK(fc_mean_pool_f32)
-#define fc_mean_pool_f64         FC_PICK(fc_mean_pool_f64)
-#define fc_mean_upsample_f32     FC_PICK(fc_mean_upsample_f32)
-#define fc_mean_upsample_f64     FC_PICK(fc_mean_upsample_f64)
-#define fc_dense_forward_f32     FC_PICK(fc_dense_forward_f32)
-#define fc_dense_forward_f64     FC_PICK(fc_dense_forward_f64)
-#define fc_dense_backward_sample_f32 FC_PICK(fc_dense_backward_sample_f32)
-#define fc_dense_backward_sample_f64 FC_PICK(fc_dense_backward_sample_f64)
-#define fc_dense_wgrad_f32       FC_PICK(fc_dense_wgrad_f32)
-#define fc_dense_wgrad_f64       FC_PICK(fc_dense_wgrad_f64)
-#define fc_adam_step_f32         FC_PICK(fc_adam_step_f32)
-#define fc_adam_step_f64         FC_PICK(fc_adam_step_f64)
-#define fc_mse_f32               FC_PICK(fc_mse_f32)
-#define fc_mse_f64               FC_PICK(fc_mse_f64)
-#define fc_activation_forward_f32  FC_PICK(fc_activation_forward_f32)
-#define fc_activation_forward_f64  FC_PICK(fc_activation_forward_f64)
-#define fc_activation_backward_f32 FC_PICK(fc_activation_backward_f32)
-#define fc_activation_backward_f64 FC_PICK(fc_activation_backward_f64)
-#define fc_softmax_forward_f32   FC_PICK(fc_softmax_forward_f32)
-#define fc_softmax_forward_f64   FC_PICK(fc_softmax_forward_f64)
-#define fc_softmax_backward_f32  FC_PICK(fc_softmax_backward_f32)
-#define fc_softmax_backward_f64  FC_PICK(fc_softmax_backward_f64)
-#define fc_cross_entropy_f32     FC_PICK(fc_cross_entropy_f32)
-#define fc_cross_entropy_f64     FC_PICK(fc_cross_entropy_f64)
-#define fc_max_pool_f32          FC_PICK(fc_max_pool_f32)
-#define fc_max_pool_f64          FC_PICK(fc_max_pool_f64)
-#define fc_max_unpool_f32        FC_PICK(fc_max_unpool_f32)
-#define fc_max_unpool_f64        FC_PICK(fc_max_unpool_f64)
+    return &fc_kernels_base;
+}
 
 #endif

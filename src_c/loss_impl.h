@@ -1,7 +1,10 @@
-/* loss_impl.h -- the squared error of eq. (13), for one floating type.
+/* loss_impl.h -- the losses over a batch and their gradients, for one
+ * floating type: the squared error of eq. (13), and the softmax
+ * cross-entropy on scores.
  *
- * Not a header to include directly: kernels.h includes it once per type and
- * instruction set with REAL, REAL_DOUBLE, LANES and FN(name) defined.
+ * Not a header to include directly: instantiate.h includes it once per type,
+ * for each instruction set kernels.h compiles, with REAL, REAL_DOUBLE, LANES
+ * and FN(name) defined.
  */
 
 /* eq. (13) averaged over a batch of N rows (E elements in all):

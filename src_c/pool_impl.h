@@ -1,7 +1,9 @@
-/* pool_impl.h -- mean pooling and its upsampling, for one floating type.
+/* pool_impl.h -- mean pooling and its upsampling, max pooling and its
+ * backward, for one floating type.
  *
- * Not a header to include directly: kernels.h includes it once per type and
- * instruction set with REAL, REAL_DOUBLE, LANES and FN(name) defined.
+ * Not a header to include directly: instantiate.h includes it once per type,
+ * for each instruction set kernels.h compiles, with REAL, REAL_DOUBLE, LANES
+ * and FN(name) defined.
  * Equation numbers are those of Zhang, "Derivation of Backpropagation in
  * Convolutional Neural Network" (seeds/000), with 0-based indices: the
  * paper's C(2i-u, 2j-v), u, v in {0, 1}, 1-based, is C[2i+u, 2j+v] here.
