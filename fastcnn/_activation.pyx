@@ -4,7 +4,7 @@ split), and the softmax, one sample per `prange` iteration.
 
 Activation codes (enum fc_activation of src_c/fc_common.h, by name in
 fastcnn._kernels.ACTIVATION_CODES): none, sigmoid (eq. 4 of Zhang's
-derivation, seeds/000), relu, tanh, tanh_opt (DeepLearnToolbox's
+derivation), relu, tanh, tanh_opt (DeepLearnToolbox's
 1.7159 tanh(2x/3)).
 """
 

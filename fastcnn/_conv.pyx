@@ -7,7 +7,7 @@ one sample per iteration. Callers (the layers' convolution code) pass
 C-contiguous arrays of one dtype, which Cython's fused-type dispatch
 enforces. Outputs are preallocated by the caller.
 
-Equation numbers: Zhang, "Derivation of Backpropagation in CNN" (seeds/000).
+Equation numbers: Zhifei Zhang, "Derivation of Backpropagation in Convolutional Neural Network (CNN)" (2016).
 """
 
 from cython cimport floating

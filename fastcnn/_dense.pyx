@@ -5,7 +5,7 @@ the weight gradient one output row per iteration, each summing the samples
 in order, so the result does not depend on the thread count
 (src_c/dense_impl.h). Outputs are preallocated by the caller.
 
-Equation numbers: Zhang, "Derivation of Backpropagation in CNN" (seeds/000).
+Equation numbers: Zhifei Zhang, "Derivation of Backpropagation in Convolutional Neural Network (CNN)" (2016).
 """
 
 from cython cimport floating

@@ -1,6 +1,6 @@
 """im2col and col2im: the reorganisation that turns a convolution into one
-matrix product (Wang, "Forward and Backward Propagation of Convolutional
-Layer", seeds/001, section 3, as Caffe does it).
+matrix product (Jianfeng Wang, "Forward and Backward Propagation of
+Convolutional Layer", 2015, section 3, as Caffe does it).
 
 For a block of samples n0 <= n < n1 and output rows i0 <= i < i1, with
 stride s,

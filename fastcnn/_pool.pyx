@@ -3,7 +3,7 @@ mean pooling, eq. (6), (9), and its 1/s^2 upsampling, eq. (32), (52); max
 pooling, which records each window's argmax, and its backward, which sends
 each window's gradient to that pixel.
 
-Equation numbers: Zhang, "Derivation of Backpropagation in CNN" (seeds/000).
+Equation numbers: Zhifei Zhang, "Derivation of Backpropagation in Convolutional Neural Network (CNN)" (2016).
 """
 
 from cython cimport floating

@@ -7,7 +7,8 @@ loss, backward, SGD), each pinned to the same number of threads:
   torch     PyTorch on the CPU: Conv2d with the rotated kernels, Sigmoid,
             AvgPool2d, Linear, torch.optim.SGD (skipped if torch is absent);
   numpy     vectorised NumPy: im2col by sliding_window_view, then matmul
-            (BLAS), as Caffe lowers a convolution (seeds/001, section 3).
+            (BLAS), as Caffe lowers a convolution (section 3 of Jianfeng
+            Wang's "Forward and Backward Propagation of Convolutional Layer").
 
 `run()` measures the headline figures that `fastcnn bench` prints; the
 pytest-benchmark suite in benchmarks/ times the same callables. Medians of
@@ -216,7 +217,7 @@ class NumpyImpl(Implementation):
     im2col: sliding_window_view gives every KHxKW window without copying;
     reshaping them into rows of a matrix copies, and a matmul with the
     rotated kernels (as a matrix) computes all outputs. The weight gradient
-    is delta^T times the same matrix (seeds/001 eq. 21), the input gradient
+    is delta^T times the same matrix (Wang's eq. 21), the input gradient
     the im2col of the zero-padded delta times the kernels (eq. 16)."""
 
     name = "numpy"

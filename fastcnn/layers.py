@@ -35,11 +35,11 @@ the equivalent PyTorch Conv2d weight.
 import numpy as np
 
 from fastcnn import _activation, _dense, _pool, _threads, conv_algorithms
+from fastcnn._kernels import ACTIVATION_CODES
 from fastcnn._validate import INT_MAX, cast_real, check_dtype, check_int, check_shape, check_size
 from fastcnn._workspace import allocate, per_sample, scratch_of
 
-# Activation codes understood by the kernels (src_c/fc_common.h, FC_ACT_*).
-ACTIVATION_CODES = {None: 0, "sigmoid": 1, "relu": 2, "tanh": 3, "tanh_opt": 4}
+# The kernels' activation codes, from src_c/fc_common.h's enum.
 ACTIVATIONS = tuple(ACTIVATION_CODES)
 
 

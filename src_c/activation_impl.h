@@ -12,7 +12,7 @@
  *   LANES        elements per vector (8 floats, 4 doubles)
  *   FN(name)     the name with its type and ISA suffix
  * Equation numbers are those of Zhang, "Derivation of Backpropagation in
- * Convolutional Neural Network" (seeds/000).
+ * Convolutional Neural Network" (Zhifei Zhang, 2016).
  */
 
 /* exp(x), written so that a loop of calls vectorises (libm's exp is a call

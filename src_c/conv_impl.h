@@ -4,7 +4,7 @@
  * for each instruction set kernels.h compiles, with REAL, REAL_DOUBLE, LANES
  * and FN(name) defined.
  * Equation numbers are those of Zhang, "Derivation of Backpropagation in
- * Convolutional Neural Network" (seeds/000). Indices here are 0-based, so the
+ * Convolutional Neural Network" (Zhifei Zhang, 2016). Indices here are 0-based, so the
  * paper's centred u, v in -2..2 become 0..K-1: the input pixel a(i-u, j-v) of
  * eq. (5) is a[i + K-1 - u, j + K-1 - v].
  *

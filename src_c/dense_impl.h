@@ -5,7 +5,7 @@
  * for each instruction set kernels.h compiles, with REAL, REAL_DOUBLE, LANES
  * and FN(name) defined.
  * Equation numbers are those of Zhang, "Derivation of Backpropagation in
- * Convolutional Neural Network" (seeds/000). W is (K, F) as in eq. (12).
+ * Convolutional Neural Network" (Zhifei Zhang, 2016). W is (K, F) as in eq. (12).
  */
 
 /* out[k0 : k0+KB] = W[k0 : k0+KB] f, KB <= 4 rows at once sharing each load of f */

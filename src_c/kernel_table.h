@@ -8,7 +8,7 @@
  * kernels themselves.
  *
  * Equation numbers are those of Zhang, "Derivation of Backpropagation in
- * Convolutional Neural Network" (seeds/000); the kernels' own comments in
+ * Convolutional Neural Network" (Zhifei Zhang, 2016); the kernels' own comments in
  * *_impl.h files give the index conventions. Every kernel works on one
  * sample (or one chunk of a flat array); the Cython callers spread samples
  * over threads.

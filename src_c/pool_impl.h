@@ -5,7 +5,7 @@
  * for each instruction set kernels.h compiles, with REAL, REAL_DOUBLE, LANES
  * and FN(name) defined.
  * Equation numbers are those of Zhang, "Derivation of Backpropagation in
- * Convolutional Neural Network" (seeds/000), with 0-based indices: the
+ * Convolutional Neural Network" (Zhifei Zhang, 2016), with 0-based indices: the
  * paper's C(2i-u, 2j-v), u, v in {0, 1}, 1-based, is C[2i+u, 2j+v] here.
  *
  *   S(i, j)  = 1/s^2 sum_{u,v<s} C(s i + u, s j + v)      eq. (6), (9)

@@ -1,6 +1,6 @@
 """The oracle: the paper's sums written out in plain NumPy, in float64.
 
-Zhang, "Derivation of Backpropagation in CNN" (seeds/000). Each function is
+Zhifei Zhang, "Derivation of Backpropagation in Convolutional Neural Network (CNN)" (2016). Each function is
 one equation, as close to its printed form as 0-based indexing allows: the
 paper's centred offsets u, v in -2..2 of a 5x5 kernel become 0..K-1, and the
 valid region of eq. (5) starts where the kernel fits entirely, so the input
