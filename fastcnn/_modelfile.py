@@ -13,9 +13,9 @@ leaves a half-written model. `ModelFile` reads one entry at a time, each
 expects before its data is read, so that a damaged file cannot make it
 allocate more memory than the file holds.
 
-This module knows the format, not the model classes: fastcnn.io builds a
-model from what it reads, and a checkpoint is read back into the model that
-made it.
+This module knows the format and the layers, not the model classes:
+fastcnn.io builds a model from what it reads, and a checkpoint is read back
+into the model that made it.
 """
 
 import json
@@ -29,6 +29,7 @@ import numpy as np
 from fastcnn._files import atomic_write
 from fastcnn._validate import check_dtype
 from fastcnn._version import __version__
+from fastcnn.layers import layers_from_config
 
 FORMAT = "fastcnn-model"
 FORMAT_VERSION = 1
@@ -168,9 +169,15 @@ class ModelFile:
         except json.JSONDecodeError as e:
             raise bad(self.path, f"its {what} is not valid JSON ({e})") from None
 
-    def check_room(self, count):
-        """Refuse, before anything is allocated, an architecture of `count`
-        parameters that the file is too small to hold."""
+    def check_room(self):
+        """Refuse, before anything is allocated, an architecture whose
+        parameters the file is too small to hold (or that names no fastcnn
+        layers)."""
+        try:
+            count = sum(math.prod(shape) for layer in layers_from_config(self.model_config)
+                        for shape in layer.parameter_shapes().values())
+        except (TypeError, ValueError, KeyError) as e:
+            raise bad(self.path, f"its architecture cannot be built ({e})") from None
         size = os.path.getsize(self.path)
         if count * self.dtype.itemsize > size:
             raise bad(self.path, f"its architecture needs {count} parameters, more than the "

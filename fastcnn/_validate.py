@@ -1,4 +1,5 @@
-"""Checks on what users pass, with one message format.
+"""Checks on what users pass (arrays, numbers, sizes, choices), with one
+message format.
 
 The kernels run without bounds checks, so everything that reaches them goes
 through here first: rank, shape, dtype, contiguity and finiteness. A failure
@@ -97,11 +98,11 @@ def check_nonnegative(value, name):
     return value
 
 
-def check_shape(shape, what):
-    """A shape: a tuple or list of sizes; TypeError saying `what` it must be
-    for anything else."""
+def check_shape(shape, what, entries="input_shape entries"):
+    """A shape: a tuple or list of sizes (each checked as `entries`);
+    TypeError saying `what` it must be for anything else."""
     try:
-        return tuple(check_size(s, "input_shape entries") for s in shape)
+        return tuple(check_size(s, entries) for s in shape)
     except TypeError:
         if isinstance(shape, (tuple, list)):
             raise

@@ -78,9 +78,12 @@ class Pass:
         self.ys = [None] * len(out)
 
     def release(self):
-        """Drop the references to the last batch (it may be the caller's array)."""
+        """Drop the references to the last batch (it may be the caller's array),
+        and what layers kept of it for a backward pass (FFT spectra)."""
         self.xs[:] = [None] * len(self.xs)
         self.ys[:] = [None] * len(self.ys)
+        for s in self.scratch:
+            s.spectra = None
 
 
 class Workspace:
@@ -107,14 +110,14 @@ class Workspace:
         arrays = [a for a in self._out + self._dx + [self._grad] if a is not None]
         arrays += [a for s in self._scratch for a in s.values()]
         self.nbytes = sum(a.nbytes for a in arrays)
-        self._last = None
+        self._pass = None
 
     def at(self, n):
         """The Pass for a batch of n images (1 <= n <= rows): views of the
         first n rows. The last one is kept: fit asks for the same n again
         and again."""
-        if self._last is not None and self._last.n == n:
-            return self._last
+        if self._pass is not None and self._pass.n == n:
+            return self._pass
         if not 1 <= n <= self.rows:
             raise ValueError(f"a workspace for {self.rows} images cannot take {n}")
 
@@ -122,14 +125,14 @@ class Workspace:
             return None if a is None else a[:n]
 
         scratch = [scratch_of(a, b, n, self.train) for a, b in zip(self._scratch, self._buffers)]
-        self._last = Pass(n, [rows(a) for a in self._out], [rows(a) for a in self._dx], scratch,
+        self._pass = Pass(n, [rows(a) for a in self._out], [rows(a) for a in self._dx], scratch,
                           rows(self._grad))
-        return self._last
+        return self._pass
 
     def release(self):
         """Forget the last batch's inputs, before the workspace goes idle."""
-        if self._last is not None:
-            self._last.release()
+        if self._pass is not None:
+            self._pass.release()
 
 
 class WorkspacePool:
@@ -145,7 +148,7 @@ class WorkspacePool:
     KEEP_BYTES = 64 << 20
 
     def __init__(self, make):
-        self._make = make  # (rows, train, threads) -> Workspace
+        self._make = make  # make(rows, train, threads) -> Workspace
         self._idle = []  # most recently used last
         self._lock = threading.Lock()
 

@@ -129,8 +129,10 @@ class FastcnnImpl(Implementation):
     def step(self, x, t):
         """One step on a batch (t one-hot): backprop, then the optimizer's
         update, as fit makes it (no checks, the arrays kept between steps)."""
-        if self._workspace is None or self._workspace.rows < len(x):
-            self._workspace = self.model.workspace(len(x), train=True)
+        threads = fastcnn.get_num_threads()
+        ws = self._workspace
+        if ws is None or ws.rows < len(x) or ws.threads != threads:
+            self._workspace = self.model.workspace(len(x), train=True, threads=threads)
         with self.model.lock.writing():
             loss = self.model.train_batch(x, t, self._workspace)
             self.opt.step(threads=self._workspace.threads)

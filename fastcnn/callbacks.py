@@ -9,6 +9,9 @@ events, in order:
                                           after backprop, before the optimiser's
                                           step: raising here stops without it
     on_batch_end(epoch, batch, loss, model)
+    on_batches_end(epoch, batch, model)   after the epoch's last step (batch is
+                                          its number), before its figures are
+                                          recorded and validated
     on_epoch_end(epoch, logs, model)      logs: see below
     on_train_end(model, history)          also after an interruption or an error
 
@@ -18,9 +21,14 @@ A callback stops training after the current epoch by setting
 `model.stop_training = True`. While fit runs, `callback.run` is its
 fastcnn.training.Run: the optimiser, the history, the shuffling generator.
 
+on_before_step runs while fit holds the model's lock for writing (the
+step must not be watched half-done): a callback may use the model there
+from its own thread (predict, evaluate), but must not wait for another
+thread that uses it, which would wait for the step.
+
 fit's own work around its loop is done by callbacks too, run before the
 ones it is given: DivergenceCheck, LearningRateSchedule (schedule=),
-ModelCheckpoint (checkpoint_dir=, resume=) and ProgressBar (progress=).
+ModelCheckpoint (checkpoint_dir=) and ProgressBar (progress=).
 """
 
 import json
@@ -32,7 +40,7 @@ import numpy as np
 
 from fastcnn import _modelfile
 from fastcnn._files import write_csv
-from fastcnn._validate import check_bool, check_choice, check_int, check_nonnegative
+from fastcnn._validate import check_choice, check_int, check_nonnegative
 
 
 class Callback:
@@ -54,6 +62,10 @@ class Callback:
     def on_batch_end(self, epoch, batch, loss, model):
         """After the SGD step of batch `batch` (from 1) of `epoch`; loss is its L."""
 
+    def on_batches_end(self, epoch, batch, model):
+        """After the last step of `epoch` (its batch `batch`), before the epoch's
+        figures are recorded and the validation set is evaluated."""
+
     def on_epoch_end(self, epoch, logs, model):
         """After an epoch (and its checkpoint); logs as in the module's docstring."""
 
@@ -68,17 +80,16 @@ class DivergenceCheck(Callback):
     parameters (the other steps' are caught by the next loss)."""
 
     def on_before_step(self, epoch, batch, loss, model):
-        self._batch = batch
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"training diverged in epoch {epoch}, batch {batch}: the loss is {loss}. The "
                 f"parameters are those before that batch; try a smaller learning rate "
                 f"(lr={self.run.optimizer.lr})")
 
-    def on_epoch_end(self, epoch, logs, model):
-        if not all(np.isfinite(p).all() for p in model.params.values()):
+    def on_batches_end(self, epoch, batch, model):
+        if not np.isfinite(model.flat_params).all():
             raise FloatingPointError(
-                f"training diverged in epoch {epoch}, batch {self._batch}: its step left "
+                f"training diverged in epoch {epoch}, batch {batch}: its step left "
                 f"parameters that are NaN or infinite; try a smaller learning rate "
                 f"(lr={self.run.optimizer.lr})")
 
@@ -119,7 +130,7 @@ class EarlyStopping(Callback):
         self.monitor = check_choice(monitor, "monitor", ("val_error", "loss"))
         self.patience = check_int(patience, "patience")
         self.min_delta = check_nonnegative(min_delta, "min_delta")
-        self.restore_best = check_bool(restore_best, "restore_best")
+        self.restore_best = bool(restore_best)
 
     def on_train_begin(self, model, history):
         self.best, self.best_epoch, self.stopped_epoch, self._wait = math.inf, 0, 0, 0
@@ -185,12 +196,12 @@ class ModelCheckpoint(Callback):
     the history, the optimiser's state and the arguments of fit. Files are
     written atomically, so neither is ever half-written.
 
-    With resume=True, training first goes on from `last.npz`: its
-    parameters, optimiser state, shuffling state and history are put back,
-    after checking that it was made by the same kind of fit on the same
-    data. Since nothing else in training is random, the result is the same,
-    bit for bit, as a run that was never stopped. fit(checkpoint_dir=d,
-    resume=...) makes one of these; as a callback of your own, put it first.
+    `restore(run)` goes on from `last.npz`: its parameters, optimiser
+    state, shuffling state and history are put back into the run, after
+    checking that it was made by the same kind of fit on the same data.
+    Since nothing else in training is random, the result is the same, bit
+    for bit, as a run that was never stopped. fit(checkpoint_dir=d,
+    resume=True) does this before its first event.
     """
 
     LAST, BEST = "last.npz", "best.npz"
@@ -201,15 +212,12 @@ class ModelCheckpoint(Callback):
                        "optimizer": "optimizer or its settings",
                        "schedule": "learning-rate schedule"}
 
-    def __init__(self, directory, resume=False):
+    def __init__(self, directory):
         self.directory = os.fspath(directory)
-        self.resume = bool(resume)
+        self.best = None  # {"score", "epoch"} of the best epoch so far
 
     def on_train_begin(self, model, history):
         os.makedirs(self.directory, exist_ok=True)
-        self.best = None
-        if self.resume:
-            self._restore(model, history)
 
     def on_epoch_end(self, epoch, logs, model):
         run = self.run
@@ -222,17 +230,20 @@ class ModelCheckpoint(Callback):
         state = {"epochs_done": epoch, "rng": run.batches.rng.bit_generator.state,
                  "history": history_state, "batches": batches, "best": self.best,
                  "arguments": run.arguments, "optimizer": opt_state}
-        for name in (self.LAST, self.BEST) if improved else (self.LAST,):
-            _modelfile.write(os.path.join(self.directory, name), model, training_state=state,
-                             training_arrays=opt_arrays)
+        with model.lock.reading():  # the parameters of a whole number of steps
+            for name in (self.LAST, self.BEST) if improved else (self.LAST,):
+                _modelfile.write(os.path.join(self.directory, name), model,
+                                 training_state=state, training_arrays=opt_arrays)
 
     def resume_hint(self):
         """What an interruption message adds about this checkpoint."""
         return (f", {self.directory}/{self.LAST} those after the last whole epoch "
                 "(resume=True goes on from there)")
 
-    def _restore(self, model, history):
-        run, path = self.run, os.path.join(self.directory, self.LAST)
+    def restore(self, run):
+        """Put the state of `last.npz` into `run` (a fastcnn.training.Run not yet
+        started) and its model."""
+        model, path = run.model, os.path.join(self.directory, self.LAST)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"nothing to resume: {path} does not exist")
         with _modelfile.ModelFile(path) as f:
@@ -240,6 +251,7 @@ class ModelCheckpoint(Callback):
             if state is None:
                 raise ValueError(f"{path} is a model file without training state; it cannot be "
                                  f"resumed")
+            f.check_room()  # before building anything from the file's architecture
             try:
                 saved = type(model).from_config(f.model_config).get_config()
             except (TypeError, ValueError, KeyError) as e:
@@ -259,7 +271,7 @@ class ModelCheckpoint(Callback):
                 model.params[name][...] = value
         run.optimizer.load_state(state["optimizer"], arrays)
         run.batches.rng.bit_generator.state = state["rng"]
-        history.restore(state["history"], state["batches"])
+        run.history.restore(state["history"], state["batches"])
         run.epochs_done, self.best = state["epochs_done"], state["best"]
 
 
@@ -287,7 +299,7 @@ class ProgressBar(Callback):
         self._bar.set_postfix(loss=f"{loss:.4f}",
                               smoothed=f"{self.run.history.smoothed_loss[-1]:.4f}", refresh=False)
 
-    def on_epoch_end(self, epoch, logs, model):
+    def on_batches_end(self, epoch, batch, model):
         self._close()
 
     def on_train_end(self, model, history):

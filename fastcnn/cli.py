@@ -34,9 +34,13 @@ def _argument(parse, check, description):
     own check, in argparse's words ("expected a positive integer, got 0")."""
     def convert(text):
         try:
-            return check(parse(text), "value")
-        except (TypeError, ValueError):
+            value = parse(text)
+        except ValueError:
             raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}") from None
+        try:
+            return check(value, "value")
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {description}, got {text}") from None
     return convert
 
 
@@ -75,7 +79,8 @@ def build_parser():
     train.add_argument("--model", default="seed_cnn", choices=MODELS,
                        help="network (default: %(default)s)")
     train.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
-                       help="sgd (the paper's), momentum (SGD with momentum 0.9) or adam "
+                       help=f"sgd (the paper's), momentum (SGD with momentum "
+                            f"{optim.DEFAULT_MOMENTUM:g}) or adam "
                             f"(default: {OPTIMIZER_DEFAULTS})")
     train.add_argument("--dataset", default="fashion-mnist", choices=DATASETS,
                        help="dataset (default: %(default)s)")
@@ -391,12 +396,8 @@ def cmd_sweep(args):
     data = (x[:args.train_images], y[:args.train_images],
             x_test[:args.test_images], y_test[:args.test_images])
     name = _optimizer_name(args)
-    grid = {"dtype": args.dtype,
-            "optimizer": "adam" if name == "adam" else "sgd",
-            "lr": args.lr or [optim.DEFAULT_LR[name]],
+    grid = {"dtype": args.dtype, "optimizer": name, "lr": args.lr or [optim.DEFAULT_LR[name]],
             "batch_size": args.batch_size, "epochs": args.epochs}
-    if name == "momentum":
-        grid["momentum"] = 0.9
     runs = len(grid["lr"]) * len(grid["batch_size"]) * args.seeds
     print(f"fastcnn {fastcnn.__version__}: {runs} runs of {args.model} on {args.dataset} "
           f"({len(data[0])} training, {len(data[2])} test images), {name}, "

@@ -12,8 +12,9 @@
              of a size P x Q >= H x W with small prime factors, so that the
              circular convolution equals the linear one on the valid region.
 
-Each algorithm is a pair of functions of explicit arrays, with no state of
-their own:
+Each algorithm is a pair of functions of explicit arrays, holding nothing
+between calls (what a forward pass leaves for its backward pass, such as
+the FFT's spectra, goes into the call's scratch):
 
     forward(x, weight, bias, act, stride, out, s, threads)
         out = f(x * weight + bias) for the (padded) input x (N, C, H, W):
@@ -35,6 +36,7 @@ deterministic: the same bits for every thread count. `choose` is what
 algorithm="auto" uses.
 """
 
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -106,7 +108,7 @@ def _delta(y, grad, act, threads, out):
 
 # ------------------------------------------------------------------ direct
 def _direct_scratch(shape, act, rows, train, threads):
-    # Backward's workspaces, in the kernels' layouts: delta, one per thread
+    # What the backward kernel needs, in its layouts: delta, one per thread
     # (zero padding that is never written), and one slot of weight-gradient
     # partial sums per sample, summed afterwards in sample order.
     if not train:
@@ -315,13 +317,17 @@ def _mapsum(a, b, threads):
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def _phase(p, q, kh, kw, dtype):
     """exp(-2 pi i (fy (KH-1) / P + fx (KW-1) / Q)): the spectrum of rot180(k)
-    is conj(spectrum of k) times this (real k)."""
+    is conj(spectrum of k) times this (real k). A constant of the layer's
+    shape, made once (read-only)."""
     fy = np.arange(p)[:, None]
     fx = np.arange(q // 2 + 1)[None, :]
     phase = np.exp(-2j * np.pi * (fy * (kh - 1) / p + fx * (kw - 1) / q))
-    return phase.astype(np.complex64 if dtype == np.float32 else np.complex128)
+    phase = phase.astype(np.complex64 if dtype == np.float32 else np.complex128)
+    phase.flags.writeable = False
+    return phase
 
 
 def _fft_scratch(shape, act, rows, train, threads):
@@ -376,7 +382,7 @@ def fft_backward(x, weight, y, grad, act, stride, dweight, dbias, dx, s, threads
         c = _irfft(cf, size, threads)[:, :, :kh, :kw]
         dweight[...] = c[:, :, ::-1, ::-1]
         if dx is not None:
-            krot = np.conj(kf) * _phase(*size, kh, kw, x.dtype)      # spectrum of rot180(k)
+            krot = np.conj(kf) * _phase(*size, kh, kw, np.dtype(x.dtype))  # spectrum of rot180(k)
             full = _irfft(_mapsum(df, krot, threads), size, threads)  # (N, C, P, Q)
             dx[...] = full[:, :, :h, :w]
 

@@ -42,7 +42,7 @@ __all__ = ["FIT_KEYS", "Run", "SweepError", "SweepResult", "expand_grid", "predi
 
 # Grid keys that go to the training run; every other key goes to build().
 FIT_KEYS = ("lr", "batch_size", "epochs", "optimizer", "momentum", "weight_decay")
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = tuple(optim.DEFAULT_LR)  # "sgd", "momentum", "adam"
 
 # A worker process runs one fastcnn job at a time when it gives each job all
 # its threads: two OpenMP teams on the same cores spin against each other.
@@ -122,13 +122,11 @@ def _check_seeds(seeds):
 
 
 def _optimizer(model, fit_args):
-    """The optimiser a grid point asks for: SGD (the paper's eq. (65)-(70),
-    with momentum if given) or Adam, with weight decay if given; the
-    learning rate of fastcnn.optim.DEFAULT_LR unless given."""
-    name = fit_args.get("optimizer", "sgd")
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
-    return optim.create(name, model, lr=fit_args.get("lr"), momentum=fit_args.get("momentum"),
+    """The optimiser a grid point asks for, by name (fastcnn.optim.create):
+    SGD (the paper's eq. (65)-(70)), SGD with momentum, or Adam, with the
+    point's momentum and weight decay if given."""
+    return optim.create(fit_args.get("optimizer", "sgd"), model, lr=fit_args.get("lr"),
+                        momentum=fit_args.get("momentum"),
                         weight_decay=fit_args.get("weight_decay", 0.0))
 
 
@@ -404,7 +402,7 @@ def sweep(build, grid, data, client=None, *, seeds=1, threads=None, progress=Fal
     grid : dict or list of dicts
         Argument name -> list of values (see expand_grid). The keys of
         FIT_KEYS set the run: lr, batch_size (default 50), epochs (default 1),
-        optimizer ("sgd", the default, or "adam"), momentum, weight_decay;
+        optimizer ("sgd", the default, "momentum" or "adam"), momentum, weight_decay;
         every other key is an argument of build. The learning rate defaults
         to 1.0 for SGD (the paper's alpha) and 1e-3 for Adam.
     data : (x, y) or (x, y, x_test, y_test), or a function returning one

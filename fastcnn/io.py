@@ -6,12 +6,10 @@ pickled, loading never runs code from the file, layers are rebuilt from a
 fixed table of fastcnn's own classes, and files are written atomically.
 """
 
-import math
-
 from fastcnn._files import atomic_write
 from fastcnn._modelfile import CONFIG_KEY, FORMAT, FORMAT_VERSION, TRAINING_KEY, ModelFile, bad
 from fastcnn._modelfile import write as save
-from fastcnn.model import Sequential, layers_from_config
+from fastcnn.model import Sequential
 
 __all__ = ["load", "save", "atomic_write", "FORMAT", "FORMAT_VERSION", "CONFIG_KEY",
            "TRAINING_KEY"]
@@ -34,12 +32,9 @@ def load(path, with_training_state=False):
     cannot make `load` allocate more memory than the file holds.
     """
     with ModelFile(path) as f:
-        spec = f.model_config
+        f.check_room()  # before anything is allocated: the file must hold every parameter
         try:
-            # before anything is allocated: the file must hold every parameter
-            f.check_room(sum(math.prod(shape) for layer in layers_from_config(spec)
-                             for shape in layer.parameter_shapes().values()))
-            model = Sequential.from_config(spec)
+            model = Sequential.from_config(f.model_config)
         except (TypeError, ValueError, KeyError) as e:
             if str(e).startswith(str(path)):
                 raise

@@ -133,25 +133,33 @@ class Layer:
 
     # -------------------------------------------- on its own, checked API
     def forward(self, x):
-        """Output for input x (N,) + input_shape, as a new array (N,) + output_shape."""
+        """Output for input x (N,) + input_shape, as a new array (N,) + output_shape,
+        computed as in training (a backward pass may follow)."""
         x = self._check_input(x)
         n, threads = x.shape[0], _threads.get_num_threads()
-        buffers = self.scratch(n, True, threads)
+        # what the forward pass needs now; what only backward needs, in backward
+        buffers = self.scratch(n, False, threads)
         s = scratch_of(allocate(buffers, n, self.dtype), buffers, n, True)
         out = np.empty((n,) + self.output_shape, self.dtype) if self.writes_output else None
         y = self.forward_into(x, out, s, threads)
-        self._last = (x, y, s)
+        self._last = (x, y, s, threads)
         return y
 
     def backward(self, grad, need_input_grad=True):
         """Given dL/d(output) of the last forward call, fill `grads` and return
         dL/d(input) as a new array (None when need_input_grad is false)."""
         grad = self._check_grad(grad)
-        x, y, s = self._last
+        x, y, s, threads = self._last  # the same thread count as the forward pass
+        n = x.shape[0]
+        buffers = self.scratch(n, True, threads)
+        missing = {k: b for k, b in buffers.items() if not hasattr(s, k)}
+        for name, a in vars(scratch_of(allocate(missing, n, self.dtype), missing, n, True)).items():
+            if name != "train":
+                setattr(s, name, a)
         dx = None
         if need_input_grad and self.writes_input_grad:
-            dx = np.empty((grad.shape[0],) + self.input_shape, self.dtype)
-        out = self.backward_into(x, y, grad, dx, s, _threads.get_num_threads())
+            dx = np.empty((n,) + self.input_shape, self.dtype)
+        out = self.backward_into(x, y, grad, dx, s, threads)
         return out if need_input_grad else None
 
     # ----------------------------------------------------------- checking
@@ -655,3 +663,18 @@ class Dense(Layer):
 
 LAYER_TYPES = {cls.__name__: cls for cls in (Conv2D, MeanPool2D, MaxPool2D, Sigmoid, ReLU, Tanh,
                                              Softmax, Flatten, Dense)}
+
+
+def layers_from_config(config):
+    """The (unbuilt) layers described by get_config()'s output; only fastcnn's
+    own layer classes, from a fixed table."""
+    layers = []
+    for spec in config["layers"]:
+        kind = spec["type"]
+        if not isinstance(kind, str) or kind not in LAYER_TYPES:
+            raise ValueError(f"unknown layer type {kind!r}; fastcnn has {sorted(LAYER_TYPES)}")
+        if not isinstance(spec["config"], dict):
+            raise TypeError(f"the configuration of a {kind} layer must be a dict, "
+                            f"got {spec['config']!r}")
+        layers.append(LAYER_TYPES[kind](**spec["config"]))
+    return layers

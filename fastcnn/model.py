@@ -17,6 +17,7 @@ for it. `model.lock` is that lock, for code that changes parameters by hand.
 """
 
 from collections import Counter
+from functools import partial
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from fastcnn._validate import (
     check_targets,
 )
 from fastcnn._workspace import Workspace, WorkspacePool
-from fastcnn.layers import LAYER_TYPES, Conv2D, Dense, Flatten, Layer, MeanPool2D
+from fastcnn.layers import Conv2D, Dense, Flatten, Layer, MeanPool2D, layers_from_config
 
 # Default names follow the paper's letters: C for convolution, S for
 # subsampling (pooling), F for fully connected.
@@ -69,7 +70,8 @@ class Sequential:
     Parameters that hold NaN or infinity (written into `params`, or left by
     a diverged training) are refused: forward, activations, backprop,
     predict, predict_proba, evaluate and fit raise ValueError naming the
-    parameter, rather than return NaN outputs or meaningless predictions.
+    parameter, rather than return NaN outputs or meaningless predictions
+    (unless told check_input=False, which skips every check).
     `fastcnn.load` refuses a file with such parameters in the same way.
     """
 
@@ -113,7 +115,10 @@ class Sequential:
             raise
         self._gather_parameters()
         self.lock = SharedLock()
-        self._workspaces = WorkspacePool(self.workspace)
+        # the pool makes workspaces from the layers, not from the model: it
+        # must not keep the model alive (a reference cycle)
+        self._workspaces = WorkspacePool(partial(Workspace, self.layers, self.output_shape,
+                                                 self.dtype))
         self.stop_training = False  # set by a callback to end fit after the epoch
         self.reset_parameters(seed)
 
@@ -220,9 +225,10 @@ class Sequential:
     # ------------------------------------------- passes, in a workspace
     def workspace(self, rows, train=False, threads=None):
         """A new Workspace (fastcnn._workspace) for batches of up to `rows`
-        images: every array a pass needs (with train, a backward pass too),
-        for `threads` kernel threads (default: fastcnn.get_num_threads()).
-        For train_batch; one thread uses a workspace at a time."""
+        images: every array a forward pass needs, and with train=True a
+        backward pass too (what train_batch needs), for `threads` kernel
+        threads (default: fastcnn.get_num_threads()). One thread uses a
+        workspace at a time."""
         return Workspace(self.layers, self.output_shape, self.dtype, check_int(rows, "rows"),
                          bool(train), _threads.resolve(threads))
 
@@ -248,7 +254,17 @@ class Sequential:
         workspace(rows >= n, train=True). Hold `lock.writing()` when other
         threads may use the model. `backprop` is the checked version.
         """
-        p = workspace.at(x.shape[0])
+        # cheap checks, so that a misuse is an error here rather than deep in a kernel
+        n = x.shape[0]
+        if not workspace.train:
+            raise ValueError("train_batch needs a workspace made with train=True")
+        if x.dtype != self.dtype or t.dtype != self.dtype or not x.flags.c_contiguous:
+            raise ValueError(f"train_batch takes C-contiguous {self.dtype.name} images and "
+                             f"targets (as fit gathers them), got {x.dtype} and {t.dtype}")
+        if x.shape[1:] != self.input_shape or t.shape != (n,) + self.output_shape:
+            raise ValueError(f"train_batch takes images (n,) + {self.input_shape} and targets "
+                             f"(n,) + {self.output_shape}, got {x.shape} and {t.shape}")
+        p = workspace.at(n)
         yhat = self._forward_pass(x, p, workspace.threads)
         loss, grad = losses.LOSSES[self.loss](yhat, t, p.grad)
         self._backward_pass(grad, p, workspace.threads)
@@ -321,8 +337,9 @@ class Sequential:
         validation_data : (x_val, y_val), optional
             Evaluated after each epoch into `History.val_error`.
         callbacks : list of fastcnn.callbacks.Callback, optional
-            Called at the start and end of training, of each epoch and after
-            each batch (see fastcnn.callbacks: EarlyStopping, CSVLogger).
+            Called at the start and end of training, of each epoch, before
+            each step and after each batch (see fastcnn.callbacks:
+            EarlyStopping, CSVLogger).
         checkpoint_dir : path, optional
             Save `last.npz` after every epoch and `best.npz` after the best
             (lowest validation error, else lowest mean loss), atomically
@@ -421,8 +438,9 @@ class Sequential:
         # copy every layer's array on its own, so the layers' parameters would
         # no longer be views into _flat_params and an optimiser step after
         # unpickling would not reach them; it would also carry the workspaces.
-        return (_unpickle, (type(self), self.get_config(), self._flat_params.copy(),
-                            self.stop_training))
+        with self.lock.reading():  # the parameters of a whole number of steps
+            flat = self._flat_params.copy()
+        return (_unpickle, (type(self), self.get_config(), flat, self.stop_training))
 
     def save(self, path):
         """Write architecture and parameters to a .npz file (no pickle), atomically."""
@@ -443,21 +461,6 @@ def _unpickle(cls, config, flat_params, stop_training):
     model._flat_params[...] = flat_params
     model.stop_training = stop_training
     return model
-
-
-def layers_from_config(config):
-    """The (unbuilt) layers described by get_config()'s output; only fastcnn's
-    own layer classes, from a fixed table."""
-    layers = []
-    for spec in config["layers"]:
-        kind = spec["type"]
-        if not isinstance(kind, str) or kind not in LAYER_TYPES:
-            raise ValueError(f"unknown layer type {kind!r}; fastcnn has {sorted(LAYER_TYPES)}")
-        if not isinstance(spec["config"], dict):
-            raise TypeError(f"the configuration of a {kind} layer must be a dict, "
-                            f"got {spec['config']!r}")
-        layers.append(LAYER_TYPES[kind](**spec["config"]))
-    return layers
 
 
 def seed_cnn(seed=0, dtype="float32", algorithm="auto"):

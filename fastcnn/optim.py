@@ -244,12 +244,13 @@ class CosineLR:
 # The learning rate each optimiser starts from unless told otherwise: the
 # paper's alpha for plain SGD, and the usual rates with momentum and for Adam.
 DEFAULT_LR = {"sgd": 1.0, "momentum": 0.1, "adam": 1e-3}
+DEFAULT_MOMENTUM = 0.9  # of "momentum"
 
 
 def create(name, model, lr=None, momentum=None, weight_decay=0.0):
     """An optimiser for `model` by name: "sgd" (the paper's eq. (65)-(70)),
-    "momentum" (SGD with momentum 0.9 unless given) or "adam"; lr defaults
-    to DEFAULT_LR[name]."""
+    "momentum" (SGD with DEFAULT_MOMENTUM unless given) or "adam"; lr
+    defaults to DEFAULT_LR[name]."""
     check_choice(name, "optimizer", tuple(DEFAULT_LR))
     lr = DEFAULT_LR[name] if lr is None else lr
     if name == "adam":
@@ -257,5 +258,5 @@ def create(name, model, lr=None, momentum=None, weight_decay=0.0):
             raise ValueError("momentum is an argument of SGD; Adam has betas instead")
         return Adam(model, lr=lr, weight_decay=weight_decay)
     if momentum is None:
-        momentum = 0.9 if name == "momentum" else 0.0
+        momentum = DEFAULT_MOMENTUM if name == "momentum" else 0.0
     return SGD(model, lr=lr, momentum=momentum, weight_decay=weight_decay)

@@ -3,10 +3,10 @@ DeepLearnToolbox demo runs it.
 
 `fit` checks its arguments once (the validation set included), turns what
 it is asked for into callbacks (fastcnn.callbacks: divergence checks, the
-learning-rate schedule, checkpoints and resuming, the progress bar) and
-runs `train`, which is only this: for every epoch, for every batch, a
-training step (backprop and the optimiser's step, eq. (65)-(70)), with the
-callbacks called at the events of training.
+learning-rate schedule, checkpoints, the progress bar), resumes from a
+checkpoint if asked, and runs `train`, which is only this: for every epoch,
+for every batch, a training step (backprop and the optimiser's step,
+eq. (65)-(70)), with the callbacks called at the events of training.
 
 Determinism. The shuffle of every epoch comes from one generator seeded by
 fit's seed, and nothing else in training is random, so the trained
@@ -27,7 +27,6 @@ import signal
 import threading
 import time
 import zlib
-from functools import cached_property
 
 import numpy as np
 
@@ -35,6 +34,9 @@ from fastcnn import _threads
 from fastcnn import callbacks as _callbacks
 from fastcnn._validate import check_images, check_int, check_labels, check_targets
 from fastcnn.optim import SGD, Optimizer
+
+# the checkpoint files (fastcnn.callbacks.ModelCheckpoint)
+LAST, BEST = _callbacks.ModelCheckpoint.LAST, _callbacks.ModelCheckpoint.BEST
 
 
 class History:
@@ -159,24 +161,22 @@ class Batches:
 
 
 class Run:
-    """One call of fit, as its callbacks see it (`callback.run`): the model,
-    optimizer, batches (with the shuffling generator `batches.rng`),
-    history, the epochs asked for and done, and the thread count."""
+    """One call of fit, as its callbacks see it (`callback.run`, while fit
+    runs): the model, optimizer, batches (with the shuffling generator
+    `batches.rng`), history, the epochs asked for and done, the thread count,
+    and `arguments`, what a checkpoint must share with a fit that resumes
+    from it (taken when fit starts)."""
 
     def __init__(self, model, optimizer, batches, epochs, schedule, validation):
         self.model, self.optimizer, self.batches = model, optimizer, batches
         self.epochs, self.epochs_done = epochs, 0
-        self.schedule, self.validation = schedule, validation
+        self.validation = validation
         self.history = History()
         self.threads = _threads.get_num_threads()
-
-    @cached_property
-    def arguments(self):
-        """What a checkpoint must share with a fit that resumes from it."""
-        return {"batch_size": self.batches.batch_size, "optimizer": self.optimizer.config(),
-                "schedule": None if self.schedule is None else self.schedule.config(),
-                "seed": self.batches.seed, "samples": self.batches.n,
-                "data": self.batches.fingerprint(), "validation": self.validation is not None}
+        self.arguments = {"batch_size": batches.batch_size, "optimizer": optimizer.config(),
+                          "schedule": None if schedule is None else schedule.config(),
+                          "seed": batches.seed, "samples": batches.n,
+                          "data": batches.fingerprint(), "validation": validation is not None}
 
 
 def fit(model, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
@@ -194,16 +194,18 @@ def fit(model, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs the checkpoint_dir to resume from")
 
+    run = Run(model, optimizer, batches, epochs, schedule, validation)
     own = [_callbacks.DivergenceCheck()]
     if schedule is not None:
         own.append(_callbacks.LearningRateSchedule(schedule))
     hint = ""
     if checkpoint_dir is not None:
-        checkpoint = _callbacks.ModelCheckpoint(checkpoint_dir, resume=resume)
+        checkpoint = _callbacks.ModelCheckpoint(checkpoint_dir)
+        if resume:
+            checkpoint.restore(run)
         own.append(checkpoint)
         hint = checkpoint.resume_hint()
     own.append(_callbacks.ProgressBar(progress))
-    run = Run(model, optimizer, batches, epochs, schedule, validation)
     return train(run, own + given, interrupt_hint=hint)
 
 
@@ -211,13 +213,13 @@ def train(run, callbacks, interrupt_hint=""):
     """The loop: for every epoch, for every batch, a training step; the
     callbacks at the events (fastcnn.callbacks). Returns run.history."""
     model, optimizer, history = run.model, run.optimizer, run.history
+    model.check_parameters()
     workspace = model.workspace(run.batches.rows, train=True, threads=run.threads)
     for cb in callbacks:
         cb.run = run
     model.stop_training = False
-    _each(callbacks, "on_train_begin", model, history)  # a checkpoint resumes here
+    _each(callbacks, "on_train_begin", model, history)
     try:
-        model.check_parameters()
         with _StopOnInterrupt(interrupt_hint) as interrupt:
             for epoch in range(run.epochs_done + 1, run.epochs + 1):
                 if model.stop_training:
@@ -232,13 +234,17 @@ def train(run, callbacks, interrupt_hint=""):
                     history.record_batch(loss)
                     _each(callbacks, "on_batch_end", epoch, batch, loss, model)
                     interrupt.check(epoch, batch)
-                history.record_epoch(time.perf_counter() - start, batch)
+                seconds = time.perf_counter() - start
+                _each(callbacks, "on_batches_end", epoch, batch, model)
+                history.record_epoch(seconds, batch)
                 if run.validation is not None:
                     history.val_error.append(model.evaluate(*run.validation, check_input=False))
                 _each(callbacks, "on_epoch_end", epoch, history.epoch_logs(epoch), model)
                 run.epochs_done = epoch
     finally:
         _each(callbacks, "on_train_end", model, history)
+        for cb in callbacks:
+            cb.run = None  # a callback kept by the user does not keep the data alive
     return history
 
 
@@ -274,25 +280,33 @@ def _check_validation(model, validation_data):
 
 
 class _StopOnInterrupt:
-    """SIGINT during fit: note it and let the batch finish; a second one stops at once."""
+    """SIGINT during fit: note it and let the batch finish; a second one stops
+    at once (or, if it lands while the model's lock is being taken or given
+    back, as soon as that is done, so the lock is never left held)."""
 
     def __init__(self, hint=""):
         self.hint = hint
 
     def __enter__(self):
-        self.requested = False
+        self.requested = self.abort = False
         self._previous = None
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handler)
         return self
 
     def _handler(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+        if not self.requested:
+            self.requested = True
+            return
+        if _in_lock_bookkeeping(frame):
+            self.abort = True
+            return
+        raise KeyboardInterrupt
 
     def check(self, epoch, batch):
         """After a batch: stop here if Ctrl-C was pressed during it."""
+        if self.abort:
+            raise KeyboardInterrupt
         if self.requested:
             raise KeyboardInterrupt(f"training interrupted in epoch {epoch} after batch {batch}; "
                                     f"the model holds the parameters after that batch"
@@ -302,3 +316,13 @@ class _StopOnInterrupt:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
         return False
+
+
+def _in_lock_bookkeeping(frame):
+    """True if `frame` runs inside fastcnn._threads (a SharedLock being taken
+    or released), where an exception would leave the lock held."""
+    while frame is not None:
+        if frame.f_code.co_filename == _threads.__file__:
+            return True
+        frame = frame.f_back
+    return False

@@ -212,3 +212,58 @@ def test_workspaces_are_kept_within_a_budget(data, monkeypatch):
     pool.clear()
     model.predict(x, batch_size=256)
     assert pool._idle == []  # too big to keep
+
+
+def test_a_model_is_freed_when_its_last_reference_goes(data):
+    """No reference cycle: without the garbage collector, a model and its
+    idle workspaces go when the last reference does."""
+    import gc
+    import weakref
+
+    x, _ = data
+    gc.disable()
+    try:
+        model = fastcnn.seed_cnn()
+        model.predict(x[:10])
+        ref = weakref.ref(model)
+        del model
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
+def test_a_layer_on_its_own_keeps_its_thread_count(threads, rng):
+    """forward and backward of a layer used alone run on the same thread
+    count, whatever set_num_threads says in between."""
+    x = rng.random((5, 3, 12, 12))
+    g = rng.standard_normal((5, 4, 10, 10))
+    results = []
+    for algorithm in ("direct", "im2col"):
+        for change in (False, True):
+            fastcnn.set_num_threads(1)
+            layer = fastcnn.Conv2D(3, 4, 3, activation="sigmoid", algorithm=algorithm, name="c")
+            layer.build((3, 12, 12), "float64")
+            layer.reset_parameters(np.random.default_rng(0))
+            layer.forward(x)
+            if change:
+                fastcnn.set_num_threads(2)
+            results.append((layer.backward(g), layer.grads["weight"].copy()))
+    for dx, dw in results[1:]:
+        np.testing.assert_allclose(dx, results[0][0], rtol=1e-10)
+        np.testing.assert_allclose(dw, results[0][1], rtol=1e-10)
+
+
+def test_train_batch_says_what_it_needs(data):
+    x, y = data
+    model = fastcnn.seed_cnn()
+    t = np.eye(10, dtype=np.float32)[y[:8]]
+    with pytest.raises(ValueError, match="train=True"):
+        model.train_batch(x[:8], t, model.workspace(8))
+    ws = model.workspace(8, train=True)
+    with pytest.raises(ValueError, match="float32"):
+        model.train_batch(x[:8].astype(np.float64), t, ws)
+    with pytest.raises(ValueError, match="targets"):
+        model.train_batch(x[:8], t[:, :5].copy(), ws)
+    with pytest.raises(ValueError, match="cannot take 9"):
+        model.train_batch(x[:9], np.eye(10, dtype=np.float32)[y[:9]], ws)
+    assert np.isfinite(model.train_batch(x[:8], t, ws))

@@ -18,13 +18,13 @@ LAYERS = [
     {"_kernels", "_conv", "_pool", "_activation", "_dense", "_loss", "_optim", "_im2col",
      "_simd", "_blas", "_tasks", "_workspace"},
     # the mathematics: layers, convolution algorithms, losses, optimisers
-    {"conv_algorithms", "layers", "losses", "optim", "gradient_check"},
+    {"conv_algorithms", "layers", "losses", "optim"},
     # the model file's format, and training around any model
     {"_modelfile", "callbacks", "training"},
     # the model
     {"model"},
     # what is built on a model: persistence, ready-made networks, data, interop, plots
-    {"io", "models", "datasets", "interop", "plots"},
+    {"io", "models", "datasets", "interop", "plots", "gradient_check"},
     # the package's face, and the tools on top
     {"__init__", "bench", "distributed", "cli", "__main__"},
 ]

@@ -249,3 +249,89 @@ def test_unaligned_images_train_the_same(data):
     hb = b.fit(shifted, y, batch_size=7, epochs=2, progress=False)
     assert ha.loss == hb.loss
     np.testing.assert_array_equal(a._flat_params, b._flat_params)
+
+
+def test_resume_with_a_schedule_is_bit_for_bit(data, tmp_path):
+    """The arguments a checkpoint records are those fit started with, not the
+    learning rate a schedule has set by the end of the first epoch."""
+    x, y, xv, yv = data
+
+    def run(model, epochs, **kwargs):
+        opt = fastcnn.SGD(model, lr=0.01, momentum=0.9)
+        return model.fit(x, y, epochs=epochs, batch_size=20, optimizer=opt, progress=False,
+                         schedule=fastcnn.CosineLR(3, min_lr=0.001), **kwargs)
+
+    straight = fastcnn.seed_cnn(seed=5)
+    run(straight, 3)
+    first = fastcnn.seed_cnn(seed=5)
+    run(first, 1, checkpoint_dir=tmp_path)
+    later = fastcnn.seed_cnn(seed=0)
+    run(later, 3, checkpoint_dir=tmp_path, resume=True)
+    assert_same(snapshot(later), snapshot(straight))
+
+
+def test_resume_refuses_an_oversized_architecture_before_building_it(data, tmp_path):
+    """A small checkpoint whose architecture asks for a huge layer is refused
+    before anything of that size is allocated."""
+    import json
+    import zipfile
+
+    x, y, _, _ = data
+    fastcnn.seed_cnn().fit(x, y, epochs=1, batch_size=20, progress=False, checkpoint_dir=tmp_path)
+    path = tmp_path / "last.npz"
+    with zipfile.ZipFile(path) as z:
+        entries = {name: z.read(name) for name in z.namelist()}
+    with np.load(path, allow_pickle=False) as f:
+        config = json.loads(str(f["__config__"]))
+    config["model"]["layers"][-1]["config"].update(in_features=192, out_features=10**8)
+    buf = np.lib.format
+    import io as stdio
+
+    raw = stdio.BytesIO()
+    buf.write_array(raw, np.array(json.dumps(config)))
+    entries["__config__.npy"] = raw.getvalue()
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data_ in entries.items():
+            z.writestr(name, data_)
+    with pytest.raises(ValueError, match="more than the file"):
+        fastcnn.seed_cnn().fit(x, y, epochs=2, batch_size=20, progress=False,
+                               checkpoint_dir=tmp_path, resume=True)
+
+
+def test_no_event_for_a_fit_that_cannot_start(data):
+    """A model with NaN parameters is refused before any callback hears of
+    the fit (as before the loop was split into callbacks)."""
+    x, y, _, _ = data
+    model = fastcnn.seed_cnn()
+    model.params["FC.bias"][0] = np.nan
+    rec = Recorder()
+    with pytest.raises(ValueError, match="NaN"):
+        model.fit(x, y, progress=False, callbacks=[rec])
+    assert rec.events == []
+
+
+def test_callbacks_let_go_of_the_run(data):
+    x, y, xv, yv = data
+    stop = EarlyStopping(patience=5)
+    fastcnn.seed_cnn().fit(x, y, epochs=1, progress=False, validation_data=(xv, yv),
+                           callbacks=[stop])
+    assert stop.run is None  # the callback does not keep the data alive
+
+
+def test_a_diverged_epoch_is_not_recorded_or_validated(data):
+    """A step that leaves NaN parameters at the end of an epoch stops fit before
+    that epoch's figures, validation or checkpoint."""
+    x, y, xv, yv = data
+
+    class Poison(Callback):
+        def on_before_step(self, epoch, batch, loss, model):
+            if (epoch, batch) == (2, 3):  # the last batch of epoch 2
+                model.grads["FC.bias"][0] = np.nan
+
+    rec = Recorder()
+    with pytest.raises(FloatingPointError, match="epoch 2, batch 3: its step left"):
+        fastcnn.seed_cnn().fit(x, y, epochs=3, batch_size=20, progress=False,
+                               validation_data=(xv, yv), callbacks=[Poison(), rec])
+    assert ("end", 1, ["epoch", "loss", "seconds", "smoothed_loss", "val_error"]) in rec.events
+    assert not any(e[0] == "end" and e[1] == 2 for e in rec.events)
+    assert rec.events[-1] == ("done",)
