@@ -16,7 +16,7 @@ import build_helpers  # noqa: E402
 # instruction set; each family's module (_conv, _pool, ...) calls them through
 # _kernels.pxd.
 KERNEL_MODULES = ["_openmp", "_kernels", "_conv", "_pool", "_activation", "_dense", "_loss",
-                  "_im2col", "_optim"]
+                  "_im2col", "_optim", "_norm"]
 
 
 class BuildExt(build_ext):

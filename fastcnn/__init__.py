@@ -19,12 +19,16 @@ from fastcnn._version import __version__
 from fastcnn.gradient_check import gradcheck
 from fastcnn.io import load
 from fastcnn.layers import (
+    BatchNorm1D,
+    BatchNorm2D,
     Conv2D,
     Dense,
+    Dropout,
     Flatten,
     Layer,
     MaxPool2D,
     MeanPool2D,
+    Normalize,
     ReLU,
     Sigmoid,
     Softmax,
@@ -45,13 +49,17 @@ def build_info():
 
 
 __all__ = [
+    "BatchNorm1D",
+    "BatchNorm2D",
     "Conv2D",
     "Dense",
+    "Dropout",
     "Flatten",
     "History",
     "Layer",
     "MaxPool2D",
     "MeanPool2D",
+    "Normalize",
     "ReLU",
     "Adam",
     "CosineLR",

@@ -120,6 +120,24 @@ cdef extern from "kernel_table.h" nogil:
                                      float *dz) noexcept nogil
         void (*softmax_backward_f64)(const double *y, const double *dy, int K,
                                      double *dz) noexcept nogil
+        void (*batchnorm_stats_f32)(const float *x, ptrdiff_t N, int C, ptrdiff_t S, int c,
+                                    double *mean, double *var) noexcept nogil
+        void (*batchnorm_stats_f64)(const double *x, ptrdiff_t N, int C, ptrdiff_t S, int c,
+                                    double *mean, double *var) noexcept nogil
+        void (*batchnorm_apply_f32)(const float *x, ptrdiff_t N, int C, ptrdiff_t S, int c,
+                                    double mean, double scale, double shift,
+                                    float *y) noexcept nogil
+        void (*batchnorm_apply_f64)(const double *x, ptrdiff_t N, int C, ptrdiff_t S, int c,
+                                    double mean, double scale, double shift,
+                                    double *y) noexcept nogil
+        void (*batchnorm_backward_f32)(const float *x, const float *dy, ptrdiff_t N, int C,
+                                       ptrdiff_t S, int c, double mean, double invstd,
+                                       double gamma, double *dgamma, double *dbeta,
+                                       float *dx) noexcept nogil
+        void (*batchnorm_backward_f64)(const double *x, const double *dy, ptrdiff_t N, int C,
+                                       ptrdiff_t S, int c, double mean, double invstd,
+                                       double gamma, double *dgamma, double *dbeta,
+                                       double *dx) noexcept nogil
 
 
 # The table in use: the baseline or the AVX2+FMA kernels (select_isa).
@@ -313,3 +331,32 @@ cdef inline void softmax_backward(const floating *y, const floating *dy, int K,
         active_kernels().softmax_backward_f32(y, dy, K, dz)
     else:
         active_kernels().softmax_backward_f64(y, dy, K, dz)
+
+
+cdef inline void batchnorm_stats(const floating *x, ptrdiff_t N, int C, ptrdiff_t S, int c,
+                                 double *mean, double *var) noexcept nogil:
+    if floating is float:
+        active_kernels().batchnorm_stats_f32(x, N, C, S, c, mean, var)
+    else:
+        active_kernels().batchnorm_stats_f64(x, N, C, S, c, mean, var)
+
+
+cdef inline void batchnorm_apply(const floating *x, ptrdiff_t N, int C, ptrdiff_t S, int c,
+                                 double mean, double scale, double shift,
+                                 floating *y) noexcept nogil:
+    if floating is float:
+        active_kernels().batchnorm_apply_f32(x, N, C, S, c, mean, scale, shift, y)
+    else:
+        active_kernels().batchnorm_apply_f64(x, N, C, S, c, mean, scale, shift, y)
+
+
+cdef inline void batchnorm_backward(const floating *x, const floating *dy, ptrdiff_t N, int C,
+                                    ptrdiff_t S, int c, double mean, double invstd,
+                                    double gamma, double *dgamma, double *dbeta,
+                                    floating *dx) noexcept nogil:
+    if floating is float:
+        active_kernels().batchnorm_backward_f32(x, dy, N, C, S, c, mean, invstd, gamma, dgamma,
+                                                dbeta, dx)
+    else:
+        active_kernels().batchnorm_backward_f64(x, dy, N, C, S, c, mean, invstd, gamma, dgamma,
+                                                dbeta, dx)

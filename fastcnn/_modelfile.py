@@ -2,8 +2,9 @@
 
 The file holds an array "__config__" (a JSON string: format name and
 version, fastcnn version, the model's get_config()) and one array per
-parameter, named as in `model.params`; a checkpoint of fit also holds the
-state of training ("__training__", JSON) and its arrays
+parameter, named as in `model.params`, and one per buffer
+("__buffers__/NAME", as in `model.buffers`); a checkpoint of fit also holds
+the state of training ("__training__", JSON) and its arrays
 ("__training__/NAME"). Nothing is pickled and files are read with
 allow_pickle=False, so reading a file never runs code from it.
 
@@ -35,6 +36,7 @@ FORMAT = "fastcnn-model"
 FORMAT_VERSION = 1
 CONFIG_KEY = "__config__"
 TRAINING_KEY = "__training__"
+BUFFERS_KEY = "__buffers__"  # BUFFERS_KEY/NAME: a buffer (batch norm's running estimates, ...)
 
 # What reading a damaged zip archive or .npy entry raises: zipfile raises
 # NotImplementedError for an unknown compression method or version and
@@ -67,6 +69,8 @@ def write(path, model, training_state=None, training_arrays=None):
         arrays[TRAINING_KEY + "/" + name] = value
     for name, value in model.params.items():
         arrays[name] = value
+    for name, value in getattr(model, "buffers", {}).items():
+        arrays[BUFFERS_KEY + "/" + name] = value
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
@@ -187,24 +191,32 @@ class ModelFile:
         """{name: array} of the parameters, for `expected` {name: array of the
         shape and dtype wanted} (a model's params): every one present, no
         other, each of that shape and dtype and finite."""
-        names = set(self._archive.files)
-        stored = {n for n in names - {CONFIG_KEY, TRAINING_KEY}
-                  if not n.startswith(TRAINING_KEY + "/")}
+        stored = {n for n in self._archive.files if n not in (CONFIG_KEY, TRAINING_KEY)
+                  and not n.startswith((TRAINING_KEY + "/", BUFFERS_KEY + "/"))}
+        return self._entries(expected, stored, "", "parameters")
+
+    def buffers(self, expected):
+        """{name: array} of the buffers, as parameters() for a model's buffers."""
+        prefix = BUFFERS_KEY + "/"
+        stored = {n[len(prefix):] for n in self._archive.files if n.startswith(prefix)}
+        return self._entries(expected, stored, prefix, "buffers")
+
+    def _entries(self, expected, stored, prefix, what):
         missing, unexpected = sorted(set(expected) - stored), sorted(stored - set(expected))
         if missing or unexpected:
             parts = []
             if missing:
-                parts.append(f"missing parameters {missing}")
+                parts.append(f"missing {what} {missing}")
             if unexpected:
-                parts.append(f"unexpected entries {unexpected}")
+                parts.append(f"unexpected entries {[prefix + n for n in unexpected]}")
             raise bad(self.path, "; ".join(parts))
 
         def read():
             values = {}
             for name, target in expected.items():
-                value = self._array(name, target.shape, target.dtype)
-                if not np.isfinite(value).all():
-                    raise bad(self.path, f"parameter {name} contains NaN or infinity")
+                value = self._array(prefix + name, target.shape, target.dtype)
+                if value.dtype.kind == "f" and not np.isfinite(value).all():
+                    raise bad(self.path, f"{what[:-1]} {name} contains NaN or infinity")
                 values[name] = value
             return values
 

@@ -95,17 +95,28 @@ class DivergenceCheck(Callback):
 
 
 class LearningRateSchedule(Callback):
-    """Set the optimiser's learning rate at the start of every epoch to
-    schedule(epoch, initial rate) (fastcnn.optim.StepLR, CosineLR)."""
+    """Set the optimiser's learning rate from its initial rate: at the start
+    of every epoch to schedule(epoch, initial) (fastcnn.optim.StepLR,
+    CosineLR), or, for a schedule with per_step = True, before every step
+    to schedule(step, steps of the whole fit, initial) (OneCycleLR)."""
 
     def __init__(self, schedule):
         self.schedule = schedule
+        self.per_step = bool(getattr(schedule, "per_step", False))
 
     def on_train_begin(self, model, history):
         self._initial = self.run.optimizer.lr
 
     def on_epoch_begin(self, epoch, model):
-        self.run.optimizer.lr = self.schedule(epoch, self._initial)
+        if not self.per_step:
+            self.run.optimizer.lr = self.schedule(epoch, self._initial)
+
+    def on_before_step(self, epoch, batch, loss, model):
+        if self.per_step:
+            per_epoch = self.run.batches.per_epoch
+            step = (epoch - 1) * per_epoch + batch - 1
+            self.run.optimizer.lr = self.schedule(step, self.run.epochs * per_epoch,
+                                                  self._initial)
 
 
 class EarlyStopping(Callback):
@@ -143,8 +154,9 @@ class EarlyStopping(Callback):
         value = logs[self.monitor]
         if value < self.best - self.min_delta:
             self.best, self.best_epoch, self._wait = value, epoch, 0
-            if self.restore_best:
-                self._best_params = {name: p.copy() for name, p in model.params.items()}
+            if self.restore_best:  # parameters and buffers (batch norm's estimates) together
+                self._best_params = {name: p.copy() for name, p in
+                                     {**model.params, **model.buffers}.items()}
         else:
             self._wait += 1
             if self._wait >= self.patience:
@@ -154,7 +166,7 @@ class EarlyStopping(Callback):
     def on_train_end(self, model, history):
         if self.restore_best and self._best_params is not None and self.stopped_epoch:
             with model.lock.writing():
-                for name, p in model.params.items():
+                for name, p in {**model.params, **model.buffers}.items():
                     p[...] = self._best_params[name]
 
 
@@ -265,10 +277,12 @@ class ModelCheckpoint(Callback):
                         f"{path} was made with a different {self._ARGUMENT_NAMES.get(key, key)} "
                         f"({state['arguments'].get(key)!r}, now {value!r}); resume with the same "
                         f"data and arguments, or start a new checkpoint_dir")
-            params = f.parameters(model.params)
+            params, buffers = f.parameters(model.params), f.buffers(model.buffers)
         with model.lock.writing():
             for name, value in params.items():
                 model.params[name][...] = value
+            for name, value in buffers.items():
+                model.buffers[name][...] = value
         run.optimizer.load_state(state["optimizer"], arrays)
         run.batches.rng.bit_generator.state = state["rng"]
         run.history.restore(state["history"], state["batches"])

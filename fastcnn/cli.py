@@ -86,7 +86,12 @@ def build_parser():
                        help="dataset (default: %(default)s)")
     train.add_argument("--data-dir", default=None,
                        help="directory with the IDX files (default: search, then download)")
-    train.add_argument("--epochs", type=_positive_int, default=1, help="default: %(default)s")
+    train.add_argument("--epochs", type=_positive_int, default=None,
+                       help="default: 1 (4 with --recipe)")
+    train.add_argument("--recipe", default=None, choices=["fashion-mnist"],
+                       help="train vgg_mini with the recipe of fastcnn.recipes (batch norm, "
+                            "Nesterov SGD, one-cycle learning rate, label smoothing; batch 128) "
+                            "and print when the test error first reached 0.08")
     train.add_argument("--batch-size", type=_positive_int, default=50, help="default: %(default)s")
     train.add_argument("--lr", type=_positive_float, default=None,
                        help=f"learning rate alpha (default: {LR_DEFAULTS})")
@@ -229,6 +234,9 @@ def cmd_train(args):
     import fastcnn
     from fastcnn import callbacks
 
+    if args.recipe:
+        return _train_recipe(args)
+    args.epochs = args.epochs or 1
     if args.resume and not args.checkpoint_dir:
         raise ValueError("--resume needs --checkpoint-dir (where the run was checkpointed)")
     for option, path in (("--save", args.save), ("--csv-log", args.csv_log)):
@@ -276,6 +284,41 @@ def cmd_train(args):
         paths = plots.save_all(model, history, x_test, y_test, args.plot,
                                class_names=datasets.CLASS_NAMES[args.dataset])
         print(f"plots written to {args.plot}: " + ", ".join(os.path.basename(p) for p in paths))
+    return 0
+
+
+def _train_recipe(args):
+    """fastcnn train --recipe fashion-mnist: fastcnn.recipes.fashion_mnist."""
+    import fastcnn
+    from fastcnn import callbacks, recipes
+
+    if args.resume or args.checkpoint_dir:
+        raise ValueError("--recipe does not take --checkpoint-dir or --resume")
+    for option, path in (("--save", args.save), ("--csv-log", args.csv_log)):
+        _check_writable(option, path)
+    if args.threads is not None:
+        fastcnn.set_num_threads(args.threads)
+    epochs = args.epochs or 4
+    x, y, x_test, y_test = _load_data(args)
+    print(f"fastcnn {fastcnn.__version__}: the {args.recipe} recipe (vgg_mini, batch 128, "
+          f"Nesterov SGD with a one-cycle learning rate, label smoothing 0.1) on {args.dataset} "
+          f"({len(x)} training, {len(x_test)} test images), {args.dtype}, "
+          f"{fastcnn.get_num_threads()} thread(s), {epochs} epoch(s)", flush=True)
+    hooks = [callbacks.CSVLogger(args.csv_log)] if args.csv_log else []
+    hooks.append(_PrintEpochs())
+    model, history = recipes.fashion_mnist(x, y, validation_data=(x_test, y_test), seed=args.seed,
+                                           epochs=epochs, dtype=args.dtype,
+                                           progress=not args.no_progress, callbacks=hooks,
+                                           algorithm=args.algorithm)
+    error = history.val_error[-1]
+    print(f"test error: {error:.4f} ({round(error * len(x_test))} of {len(x_test)} misclassified)")
+    reached = recipes.first_epoch_below(history, 0.08)
+    print("92% accuracy (test error <= 0.08): " + (
+        f"reached after epoch {reached[0]}, {reached[1]:.1f} s of training" if reached
+        else "not reached"))
+    if args.save:
+        model.save(args.save)
+        print(f"saved the model to {args.save}")
     return 0
 
 

@@ -7,7 +7,11 @@ The one difference to mind: fastcnn's convolution is the true convolution of
 the paper, eq. (5), and PyTorch's Conv2d a correlation, so a kernel moves
 rotated by 180 degrees. Layers map one to one:
 
-    Conv2D(activation=f, stride, padding)   Conv2d(stride, padding) + f
+    Conv2D(activation=f, stride, padding,   Conv2d(stride, padding, bias) + f
+           bias)
+    BatchNorm2D, BatchNorm1D                BatchNorm2d, BatchNorm1d (with their running
+                                            estimates; affine, tracking them)
+    Dropout(p)                              Dropout(p)
     MeanPool2D(s)                           AvgPool2d(s)   (stride s, no padding)
     MaxPool2D(size, stride)                 MaxPool2d(size, stride)
     Sigmoid, ReLU, Tanh, Softmax            Sigmoid, ReLU, Tanh, Softmax(dim=1)
@@ -15,19 +19,24 @@ rotated by 180 degrees. Layers map one to one:
     Dense(activation=f)                     Linear + f
 
 with f a sigmoid, ReLU or tanh. DeepLearnToolbox's tanh_opt has no PyTorch
-module and is refused. from_torch accepts exactly these (Conv2d without
-dilation or groups, with a bias; an activation right after a Conv2d or
-Linear is fused into it) and names anything else it cannot translate.
+module and is refused; Normalize becomes a small module that standardises
+its input (to_torch only). from_torch accepts exactly these (Conv2d without
+dilation or groups; an activation right after a Conv2d or Linear is fused
+into it) and names anything else it cannot translate.
 """
 
 import numpy as np
 
 from fastcnn.layers import (
+    BatchNorm1D,
+    BatchNorm2D,
     Conv2D,
     Dense,
+    Dropout,
     Flatten,
     MaxPool2D,
     MeanPool2D,
+    Normalize,
     ReLU,
     Sigmoid,
     Softmax,
@@ -65,15 +74,30 @@ def to_torch(model):
             else:
                 padding = (top, left)
             conv = nn.Conv2d(layer.in_maps, layer.out_maps, layer.kernel_size, stride=layer.stride,
-                             padding=padding, dtype=dtype)
+                             padding=padding, bias=layer.bias, dtype=dtype)
             with torch.no_grad():
                 # true convolution -> correlation: rotate the kernels by 180 degrees
                 conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(
                     layer.params["weight"][:, :, ::-1, ::-1])))
-                conv.bias.copy_(torch.from_numpy(layer.params["bias"].copy()))
+                if layer.bias:
+                    conv.bias.copy_(torch.from_numpy(layer.params["bias"].copy()))
             modules.append(conv)
             if layer.activation:
                 modules.append(_activation_module(nn, layer.activation))
+        elif isinstance(layer, (BatchNorm2D, BatchNorm1D)):
+            kind = nn.BatchNorm2d if isinstance(layer, BatchNorm2D) else nn.BatchNorm1d
+            bn = kind(layer.maps, eps=layer.eps, momentum=layer.momentum, dtype=dtype)
+            with torch.no_grad():
+                for theirs, ours in ((bn.weight, layer.params["weight"]),
+                                     (bn.bias, layer.params["bias"]),
+                                     (bn.running_mean, layer.buffers["running_mean"]),
+                                     (bn.running_var, layer.buffers["running_var"])):
+                    theirs.copy_(torch.from_numpy(ours.copy()))
+            modules.append(bn)
+        elif isinstance(layer, Dropout):
+            modules.append(nn.Dropout(layer.p))
+        elif isinstance(layer, Normalize):
+            modules.append(_Standardize(torch, layer.mean, layer.std, len(layer.input_shape), dtype))
         elif isinstance(layer, MeanPool2D):
             modules.append(nn.AvgPool2d(layer.scale))
         elif isinstance(layer, MaxPool2D):
@@ -97,8 +121,25 @@ def to_torch(model):
     return nn.Sequential(*modules)
 
 
-def from_torch(module, input_shape, dtype=None, algorithm="auto"):
-    """A fastcnn Sequential with module's layers and parameters (copied).
+def _Standardize(torch, mean, std, ndim, dtype):
+    """A torch module computing (x - mean) / std channel by channel (Normalize)."""
+    shape = (1, -1) + (1,) * (ndim - 1)
+
+    class Standardize(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.tensor(mean, dtype=dtype).reshape(shape))
+            self.register_buffer("std", torch.tensor(std, dtype=dtype).reshape(shape))
+
+        def forward(self, x):
+            return (x - self.mean) / self.std
+
+    return Standardize()
+
+
+def from_torch(module, input_shape, dtype=None, algorithm="auto", loss="mse"):
+    """A fastcnn Sequential with module's layers, parameters and batch norm's
+    running estimates (copied).
 
     Parameters
     ----------
@@ -109,6 +150,10 @@ def from_torch(module, input_shape, dtype=None, algorithm="auto"):
         Default: that of module's parameters.
     algorithm : str
         For the Conv2D layers (see fastcnn.conv_algorithms).
+    loss : "mse" or "cross_entropy"
+        What the model trains against (Sequential's loss): "cross_entropy"
+        for a network that ends in scores, as PyTorch classifiers trained
+        with CrossEntropyLoss do.
     """
     torch = _torch()
     nn = torch.nn
@@ -128,23 +173,37 @@ def from_torch(module, input_shape, dtype=None, algorithm="auto"):
                         if tuple(getattr(m, name)) != ok]
             if m.groups != 1:
                 problems.append(f"groups={m.groups}")
-            if m.bias is None:
-                problems.append("bias=False")
             if m.padding_mode != "zeros":
                 problems.append(f"padding_mode={m.padding_mode!r}")
             if len(set(m.stride)) != 1:
                 problems.append(f"stride={m.stride}")
             if problems:
                 raise ValueError(f"layer {i} ({m}): fastcnn's Conv2D has no dilation or groups, "
-                                 f"zero padding, one stride and a bias; this one has "
+                                 f"zero padding and one stride; this one has "
                                  f"{', '.join(problems)}")
             padding = m.padding if isinstance(m.padding, str) else tuple(m.padding)
             layers.append(Conv2D(m.in_channels, m.out_channels, tuple(m.kernel_size),
                                  activation=activation, algorithm=algorithm, stride=m.stride[0],
-                                 padding=padding))
+                                 padding=padding, bias=m.bias is not None))
             # correlation -> true convolution: rotate back
-            weights.append({"weight": m.weight.detach().cpu().numpy()[:, :, ::-1, ::-1],
-                            "bias": m.bias.detach().cpu().numpy()})
+            weights.append({"weight": m.weight.detach().cpu().numpy()[:, :, ::-1, ::-1]})
+            if m.bias is not None:
+                weights[-1]["bias"] = m.bias.detach().cpu().numpy()
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            if not m.affine or not m.track_running_stats or m.momentum is None:
+                raise ValueError(f"layer {i} ({m}): fastcnn's batch norm has a scale and shift "
+                                 f"(affine) and running estimates with a momentum")
+            kind = BatchNorm2D if isinstance(m, nn.BatchNorm2d) else BatchNorm1D
+            layers.append(kind(m.num_features, momentum=m.momentum, eps=m.eps))
+            weights.append({"weight": m.weight.detach().cpu().numpy(),
+                            "bias": m.bias.detach().cpu().numpy(),
+                            "running_mean": m.running_mean.detach().cpu().numpy(),
+                            "running_var": m.running_var.detach().cpu().numpy()})
+            fused = False
+        elif isinstance(m, nn.Dropout):
+            layers.append(Dropout(m.p))
+            weights.append({})
+            fused = False
         elif isinstance(m, nn.Linear):
             if m.bias is None:
                 raise ValueError(f"layer {i} ({m}): fastcnn's Dense has a bias; this one has none")
@@ -188,13 +247,13 @@ def from_torch(module, input_shape, dtype=None, algorithm="auto"):
             fused = False
         else:
             raise ValueError(f"layer {i} ({type(m).__name__}) has no fastcnn equivalent; "
-                             f"fastcnn has Conv2d, AvgPool2d, MaxPool2d, Sigmoid, ReLU, Tanh, "
-                             f"Softmax, Flatten and Linear")
+                             f"fastcnn has Conv2d, BatchNorm2d, BatchNorm1d, Dropout, AvgPool2d, "
+                             f"MaxPool2d, Sigmoid, ReLU, Tanh, Softmax, Flatten and Linear")
         i += 2 if fused else 1
-    model = Sequential(layers, input_shape=input_shape, dtype=dtype)
+    model = Sequential(layers, input_shape=input_shape, dtype=dtype, loss=loss)
     for layer, values in zip(layers, weights):
         for name, value in values.items():
-            layer.params[name][...] = value
+            (layer.buffers if name in layer.buffers else layer.params)[name][...] = value
     return model
 
 

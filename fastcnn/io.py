@@ -41,6 +41,8 @@ def load(path, with_training_state=False):
             raise bad(path, f"its architecture cannot be built ({e})") from None
         for name, value in f.parameters(model.params).items():
             model.params[name][...] = value
+        for name, value in f.buffers(model.buffers).items():
+            model.buffers[name][...] = value
         if not with_training_state:
             return model
         state, arrays = f.training_state()

@@ -34,10 +34,20 @@ the equivalent PyTorch Conv2d weight.
 
 import numpy as np
 
-from fastcnn import _activation, _dense, _pool, _threads, conv_algorithms
+from fastcnn import _activation, _dense, _norm, _pool, _threads, conv_algorithms
 from fastcnn._kernels import ACTIVATION_CODES
-from fastcnn._validate import INT_MAX, cast_real, check_dtype, check_int, check_shape, check_size
-from fastcnn._workspace import allocate, per_sample, scratch_of
+from fastcnn._validate import (
+    INT_MAX,
+    cast_real,
+    check_bool,
+    check_dtype,
+    check_fraction,
+    check_int,
+    check_positive_float,
+    check_shape,
+    check_size,
+)
+from fastcnn._workspace import allocate, per_sample, scratch_of, whole
 
 # The kernels' activation codes, from src_c/fc_common.h's enum.
 ACTIVATIONS = tuple(ACTIVATION_CODES)
@@ -72,6 +82,7 @@ class Layer:
         self.name = name
         self.params = {}
         self.grads = {}
+        self.buffers = {}  # state that is not trained: batch norm's running estimates, ...
         self.input_shape = None
         self.output_shape = None
         self.dtype = None
@@ -88,16 +99,25 @@ class Layer:
         for pname, shape in self.parameter_shapes().items():
             self.params[pname] = np.zeros(shape, dtype=self.dtype)
             self.grads[pname] = np.zeros(shape, dtype=self.dtype)
+        for bname, (shape, bdtype) in self.buffer_shapes().items():
+            self.buffers[bname] = np.zeros(shape, dtype=bdtype or self.dtype)
         return self.output_shape
 
     def unbuild(self, name):
         """Forget build(): back to an unbuilt layer called `name` (for a
         model whose construction failed, so that its layers can be reused)."""
-        self.name, self.dtype, self.params, self.grads = name, None, {}, {}
+        self.name, self.dtype, self.params, self.grads, self.buffers = name, None, {}, {}, {}
         self._last = None
 
     def parameter_shapes(self):
         """{parameter name: shape} of the layer's parameters (none by default)."""
+        return {}
+
+    def buffer_shapes(self):
+        """{buffer name: (shape, dtype or None for the layer's)}: state kept
+        between calls that is not trained (none by default). Buffers are
+        saved with the model; training passes may change them, inference
+        passes only read them."""
         return {}
 
     def compute_output_shape(self, input_shape):
@@ -106,7 +126,8 @@ class Layer:
         return input_shape
 
     def reset_parameters(self, rng):
-        """Initialise the parameters from a numpy Generator (no-op without any)."""
+        """Initialise the parameters and buffers from a numpy Generator (no-op
+        without any)."""
 
     def num_parameters(self):
         """Number of trainable scalars of this layer."""
@@ -137,8 +158,7 @@ class Layer:
         computed as in training (a backward pass may follow)."""
         x = self._check_input(x)
         n, threads = x.shape[0], _threads.get_num_threads()
-        # what the forward pass needs now; what only backward needs, in backward
-        buffers = self.scratch(n, False, threads)
+        buffers = self.scratch(n, True, threads)
         s = scratch_of(allocate(buffers, n, self.dtype), buffers, n, True)
         out = np.empty((n,) + self.output_shape, self.dtype) if self.writes_output else None
         y = self.forward_into(x, out, s, threads)
@@ -151,11 +171,6 @@ class Layer:
         grad = self._check_grad(grad)
         x, y, s, threads = self._last  # the same thread count as the forward pass
         n = x.shape[0]
-        buffers = self.scratch(n, True, threads)
-        missing = {k: b for k, b in buffers.items() if not hasattr(s, k)}
-        for name, a in vars(scratch_of(allocate(missing, n, self.dtype), missing, n, True)).items():
-            if name != "train":
-                setattr(s, name, a)
         dx = None
         if need_input_grad and self.writes_input_grad:
             dx = np.empty((n,) + self.input_shape, self.dtype)
@@ -230,15 +245,19 @@ class Conv2D(Layer):
         kernels, a matrix product after im2col, or products of spectra. The
         results agree to rounding; "auto" picks by the layer's shape.
     name : str, optional
+    bias : bool
+        Whether the layer has the bias b_q (False before a batch norm,
+        which has its own shift).
 
     Shape: input (N, in_maps, H, W), output (N, out_maps, OH, OW) with
     OH = (H + pads - kH) // stride + 1 (H - kH + 1 in the paper), OW alike.
-    Parameters: weight (out_maps, in_maps, kH, kW), bias (out_maps,).
+    Parameters: weight (out_maps, in_maps, kH, kW), bias (out_maps,) unless bias=False.
     """
 
     def __init__(self, in_maps, out_maps, kernel_size, activation=None, algorithm="auto",
-                 name=None, stride=1, padding="valid"):
+                 name=None, stride=1, padding="valid", bias=True):
         super().__init__(name)
+        self.bias = check_bool(bias, "bias")
         self.in_maps = check_size(in_maps, "in_maps")
         self.out_maps = check_size(out_maps, "out_maps")
         self.kernel_size = _pair(kernel_size, "kernel_size")
@@ -282,6 +301,8 @@ class Conv2D(Layer):
         # the valid, stride-1 convolution of the padded input, before any subsampling
         self.inner_shape = self.conv_shape.inner
         self._algorithm = conv_algorithms.get(self.algorithm, self.conv_shape)
+        # a layer without bias adds zeros (exactly nothing) through the same kernels
+        self._zero_bias = None if self.bias else np.zeros(self.out_maps, self.dtype)
         return shape
 
     @property
@@ -307,14 +328,18 @@ class Conv2D(Layer):
         return (self.out_maps, (h + top + bottom - kh) // s + 1, (w + left + right - kw) // s + 1)
 
     def parameter_shapes(self):
-        return {"weight": (self.out_maps, self.in_maps) + self.kernel_size, "bias": (self.out_maps,)}
+        shapes = {"weight": (self.out_maps, self.in_maps) + self.kernel_size}
+        if self.bias:
+            shapes["bias"] = (self.out_maps,)
+        return shapes
 
     def reset_parameters(self, rng):
         """eq. (1)-(2): k ~ U(+-sqrt(6 / ((in_maps + out_maps) kH kW))), b = 0."""
         kh, kw = self.kernel_size
         bound = np.sqrt(6.0 / ((self.in_maps + self.out_maps) * kh * kw))
         self.params["weight"][...] = rng.uniform(-bound, bound, self.params["weight"].shape)
-        self.params["bias"][...] = 0
+        if self.bias:
+            self.params["bias"][...] = 0
 
     @property
     def _subsamples(self):
@@ -324,6 +349,8 @@ class Conv2D(Layer):
 
     def scratch(self, rows, train, threads):
         need = dict(self._algorithm.scratch(self.conv_shape, self.act, rows, train, threads))
+        if train and not self.bias:
+            need["bias_grad"] = whole((self.out_maps,))  # computed, and not kept
         if any(self._pads):
             # the input inside a zero border that stays zero
             need["padded"] = per_sample(self.padded_shape, zero=True)
@@ -343,8 +370,9 @@ class Conv2D(Layer):
             xp = s.padded
             xp[:, :, top : top + x.shape[2], left : left + x.shape[3]] = x
         inner = s.inner if self._subsamples else out
-        self._algorithm.forward(xp, self.params["weight"], self.params["bias"], self.act,
-                                self.stride, inner, s, threads)
+        bias = self.params["bias"] if self.bias else self._zero_bias
+        self._algorithm.forward(xp, self.params["weight"], bias, self.act, self.stride, inner, s,
+                                threads)
         if self._subsamples:
             st = self.stride
             out[...] = inner[:, :, ::st, ::st][:, :, : out.shape[2], : out.shape[3]]
@@ -359,8 +387,9 @@ class Conv2D(Layer):
             inner, g, st = s.inner, s.inner_grad, self.stride
             g[:, :, ::st, ::st][:, :, : grad.shape[2], : grad.shape[3]] = grad
         dxp = s.padded_grad if dx is not None and any(self._pads) else dx
+        dbias = self.grads["bias"] if self.bias else s.bias_grad
         self._algorithm.backward(xp, self.params["weight"], inner, g, self.act, self.stride,
-                                 self.grads["weight"], self.grads["bias"], dxp, s, threads)
+                                 self.grads["weight"], dbias, dxp, s, threads)
         if dxp is not dx:
             top, _, left, _ = self._pads
             dx[...] = dxp[:, :, top : top + dx.shape[2], left : left + dx.shape[3]]
@@ -373,6 +402,8 @@ class Conv2D(Layer):
             extra.append(f"stride {self.stride}")
         if self.padding != "valid":
             extra.append(f"padding {self.padding}")
+        if not self.bias:
+            extra.append("no bias")
         algo = self.algorithm_used or self.algorithm
         how = f"{self.algorithm}: {algo}" if self.algorithm == "auto" else algo
         return f"Conv2D {self.in_maps}->{self.out_maps}, {kh}x{kw}" + \
@@ -387,6 +418,8 @@ class Conv2D(Layer):
             config["stride"] = self.stride
         if self.padding != "valid":
             config["padding"] = padding
+        if not self.bias:
+            config["bias"] = False
         return config
 
 
@@ -661,8 +694,262 @@ class Dense(Layer):
                 "activation": self.activation, "name": self.name}
 
 
+class _BatchNorm(Layer):
+    """Batch normalisation (Ioffe and Szegedy, 2015), PyTorch's semantics.
+
+    Training (fit, backprop): each map is normalised by the batch's own mean
+    and biased variance, y = weight (x - mean) / sqrt(var + eps) + bias, and
+    the running estimates move towards them:
+        running_mean = (1 - momentum) running_mean + momentum mean
+        running_var  = (1 - momentum) running_var  + momentum var M / (M - 1)
+    (the unbiased variance, M values per map). Inference (forward, predict,
+    evaluate): the running estimates stand in for the batch's statistics.
+    The statistics are summed in sample order by one thread per map: the
+    same bits for every thread count.
+
+    Parameters: weight (maps,) = 1 and bias (maps,) = 0 at the start.
+    Buffers: running_mean (maps,) = 0 and running_var (maps,) = 1 at the
+    start; saved with the model, not trained.
+    """
+
+    def __init__(self, maps, momentum=0.1, eps=1e-5, name=None):
+        super().__init__(name)
+        self.maps = check_size(maps, "maps")
+        self.momentum = check_fraction(momentum, "momentum")
+        self.eps = check_positive_float(eps, "eps")
+
+    def parameter_shapes(self):
+        return {"weight": (self.maps,), "bias": (self.maps,)}
+
+    def buffer_shapes(self):
+        return {"running_mean": ((self.maps,), None), "running_var": ((self.maps,), None)}
+
+    def build(self, input_shape, dtype):
+        shape = super().build(input_shape, dtype)
+        self.reset_parameters(None)  # its start takes no random numbers
+        return shape
+
+    def reset_parameters(self, rng):
+        """weight 1, bias 0; running mean 0, running variance 1 (as PyTorch)."""
+        self.params["weight"][...] = 1
+        self.params["bias"][...] = 0
+        self.buffers["running_mean"][...] = 0
+        self.buffers["running_var"][...] = 1
+
+    def scratch(self, rows, train, threads):
+        # the batch's statistics, kept from the forward pass for the backward one
+        if not train:
+            return {}
+        return {name: whole((self.maps,), np.float64) for name in ("mean", "var", "invstd")}
+
+    def _maps(self, a):
+        """a (N,) + input_shape as (N, maps, positions)."""
+        return a.reshape(a.shape[0], self.maps, -1)
+
+    def forward_into(self, x, out, s, threads):
+        """Normalise by the batch's statistics (training) or the running estimates."""
+        w, b = self.params["weight"], self.params["bias"]
+        rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
+        if not s.train:
+            _norm.batchnorm_eval(self._maps(x), w, b, rm, rv, self.eps, self._maps(out), threads)
+            return out
+        m = x.size // self.maps  # values per map
+        if m < 2:
+            raise self._error(f"needs more than one value per map to train (a batch of "
+                              f"{x.shape[0]} with {m // x.shape[0]} per sample)")
+        _norm.batchnorm_train(self._maps(x), w, b, self.eps, self._maps(out), s.mean, s.var,
+                              s.invstd, threads)
+        rm *= 1 - self.momentum
+        rm += self.momentum * s.mean
+        rv *= 1 - self.momentum
+        rv += self.momentum * s.var * (m / (m - 1))
+        return out
+
+    def backward_into(self, x, y, grad, dx, s, threads):
+        """dweight = sum dy xhat, dbias = sum dy, dx = w invstd (dy - mean dy - xhat mean(dy xhat))."""
+        _norm.batchnorm_backward(self._maps(x), self._maps(grad), s.mean, s.invstd,
+                                 self.params["weight"], self.grads["weight"], self.grads["bias"],
+                                 None if dx is None else self._maps(dx), threads)
+        return dx
+
+    def get_config(self):
+        config = {"maps": self.maps, "name": self.name}
+        if self.momentum != 0.1:
+            config["momentum"] = self.momentum
+        if self.eps != 1e-5:
+            config["eps"] = self.eps
+        return config
+
+
+class BatchNorm2D(_BatchNorm):
+    """Batch normalisation of each map of (N, maps, H, W) over the batch and
+    its positions (torch.nn.BatchNorm2d). See _BatchNorm for the rules.
+
+    Shape: input and output (N, maps, H, W).
+    """
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3 or input_shape[0] != self.maps:
+            raise self._error(f"expects ({self.maps}, height, width) inputs, got shape "
+                              f"{input_shape}")
+        return input_shape
+
+    def describe(self):
+        return f"BatchNorm2D {self.maps}"
+
+
+class BatchNorm1D(_BatchNorm):
+    """Batch normalisation of each feature of (N, features) over the batch
+    (torch.nn.BatchNorm1d). See _BatchNorm for the rules.
+
+    Shape: input and output (N, features).
+    """
+
+    def __init__(self, features, momentum=0.1, eps=1e-5, name=None):
+        super().__init__(features, momentum, eps, name)
+
+    def compute_output_shape(self, input_shape):
+        if tuple(input_shape) != (self.maps,):
+            raise self._error(f"expects {self.maps} input features, got inputs of shape "
+                              f"{input_shape}" + (" (add a Flatten layer before it)"
+                                                  if len(input_shape) > 1 else ""))
+        return input_shape
+
+    def describe(self):
+        return f"BatchNorm1D {self.maps}"
+
+    def get_config(self):
+        config = super().get_config()
+        config["features"] = config.pop("maps")
+        return config
+
+
+class Dropout(Layer):
+    """Dropout (Srivastava et al., 2014): in training, each value is kept with
+    probability 1 - p and scaled by 1 / (1 - p), or set to 0; at inference
+    the layer passes its input through. Backward lets the gradient through
+    the kept values, with the same scale.
+
+    The masks are reproducible: mask t of the layer (t counts its training
+    passes) comes from a counter-based generator (Philox) keyed by a number
+    drawn when the model is initialised, so the same seed trains the same
+    way, on any thread count, and a resumed fit goes on with the masks an
+    uninterrupted one would draw (key and count are buffers, saved with the
+    model).
+
+    Shape: any; output as input.
+    """
+
+    def __init__(self, p=0.5, name=None):
+        super().__init__(name)
+        self.p = check_fraction(p, "p")
+
+    def buffer_shapes(self):
+        return {"key": ((2,), np.uint64), "count": ((1,), np.uint64)}
+
+    def reset_parameters(self, rng):
+        """A new key for the masks, and the count back to 0."""
+        self.buffers["key"][...] = rng.integers(0, 2**63, 2, dtype=np.uint64)
+        self.buffers["count"][...] = 0
+
+    def scratch(self, rows, train, threads):
+        if not train:
+            return {}
+        return {"mask": per_sample(self.output_shape), "keep": per_sample(self.output_shape, bool)}
+
+    def forward_into(self, x, out, s, threads):
+        """x itself at inference; x * mask in training."""
+        if not s.train:
+            return x
+        if self.p == 0:
+            s.mask[...] = 1
+        else:
+            # mask t starts at counter t * 2^192: its own stream, never another mask's
+            counter = [0, 0, 0, int(self.buffers["count"][0])]
+            rng = np.random.Generator(np.random.Philox(key=self.buffers["key"], counter=counter))
+            rng.random(dtype=self.dtype, out=s.mask)
+            np.greater_equal(s.mask, self.p, out=s.keep)
+            np.multiply(s.keep, 1 / (1 - self.p), out=s.mask)
+        self.buffers["count"] += 1
+        np.multiply(x, s.mask, out=out)
+        return out
+
+    def backward_into(self, x, y, grad, dx, s, threads):
+        """dx = dy * mask."""
+        if dx is not None:
+            np.multiply(grad, s.mask, out=dx)
+        return dx
+
+    def describe(self):
+        return f"Dropout p={self.p:g}"
+
+    def get_config(self):
+        return {"p": self.p, "name": self.name}
+
+
+class Normalize(Layer):
+    """Standardise the input, channel by channel: y = (x - mean_c) / std_c, as
+    the data were standardised for training. Put first, it makes the model
+    take raw pixels (as datasets.load gives them) at inference and after
+    `load`. Backward: dx = dy / std_c.
+
+    Parameters
+    ----------
+    mean, std : float or list of float, one per channel
+        Of the training images (datasets.channel_stats computes them).
+
+    Shape: input and output (N, C, H, W) (or (N, F) with one value each).
+    """
+
+    def __init__(self, mean, std, name=None):
+        super().__init__(name)
+        self.mean = self._per_channel(mean, "mean")
+        self.std = self._per_channel(std, "std")
+        if any(v <= 0 for v in self.std):
+            raise ValueError(f"std must be > 0 for every channel, got {self.std}")
+
+    @staticmethod
+    def _per_channel(values, name):
+        try:
+            values = np.asarray(values, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a number or a list of numbers, one per channel, "
+                            f"got {values!r}") from None
+        if not values.size or not np.isfinite(values).all():
+            raise ValueError(f"{name} must be finite numbers, one per channel, got {values}")
+        return [float(v) for v in values]
+
+    def compute_output_shape(self, input_shape):
+        if len(self.mean) not in (1, input_shape[0]) or len(self.std) not in (1, input_shape[0]):
+            raise self._error(f"has {len(self.mean)} means and {len(self.std)} stds for inputs "
+                              f"of {input_shape[0]} channels")
+        return input_shape
+
+    def _per_position(self, values, ndim):
+        return np.asarray(values, self.dtype).reshape((-1,) + (1,) * (ndim - 2))
+
+    def forward_into(self, x, out, s, threads):
+        """(x - mean) / std, channel by channel."""
+        np.subtract(x, self._per_position(self.mean, x.ndim), out=out)
+        np.divide(out, self._per_position(self.std, x.ndim), out=out)
+        return out
+
+    def backward_into(self, x, y, grad, dx, s, threads):
+        """dx = dy / std."""
+        if dx is not None:
+            np.divide(grad, self._per_position(self.std, grad.ndim), out=dx)
+        return dx
+
+    def describe(self):
+        return "Normalize"
+
+    def get_config(self):
+        return {"mean": self.mean, "std": self.std, "name": self.name}
+
+
 LAYER_TYPES = {cls.__name__: cls for cls in (Conv2D, MeanPool2D, MaxPool2D, Sigmoid, ReLU, Tanh,
-                                             Softmax, Flatten, Dense)}
+                                             Softmax, Flatten, Dense, BatchNorm2D, BatchNorm1D,
+                                             Dropout, Normalize)}
 
 
 def layers_from_config(config):

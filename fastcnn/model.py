@@ -62,6 +62,11 @@ class Sequential:
     params, grads : dict of str -> ndarray
         Every parameter and its gradient, named "<layer>.<param>" in layer
         order. The arrays are the model's own: writing into them changes it.
+    buffers : dict of str -> ndarray
+        State that is not trained but saved with the model, named alike:
+        batch norm's running estimates, dropout's key and mask count.
+        Training passes (fit, backprop) update them; inference passes
+        (forward, predict, evaluate) only read them.
     lock : fastcnn._threads.SharedLock
         Forward passes hold it for reading, training steps for writing; hold
         `with model.lock.writing():` to change parameters by hand while other
@@ -146,6 +151,10 @@ class Sequential:
                 self.params[f"{layer.name}.{pname}"] = layer.params[pname]
                 self.grads[f"{layer.name}.{pname}"] = layer.grads[pname]
                 offset += p.size
+        # state that is not trained (batch norm's running estimates, dropout's
+        # mask counter): the layers' own arrays, saved with the model
+        self.buffers = {f"{layer.name}.{bname}": b for layer in self.layers
+                        for bname, b in layer.buffers.items()}
 
     def _name_layers(self):
         named = Counter(layer.name for layer in self.layers if layer.name is not None)
@@ -271,13 +280,19 @@ class Sequential:
         return loss
 
     # ------------------------------------------------------- one step, paper
-    def forward(self, x):
-        """Section 1, feedforward: images x (N, C, H, W) -> outputs (N, K), a new array."""
+    def forward(self, x, training=False):
+        """Section 1, feedforward: images x (N, C, H, W) -> outputs (N, K), a new array.
+
+        An inference pass: batch norm uses its running estimates, dropout
+        lets everything through. With training=True, the pass fit makes
+        (batch statistics, which move the running estimates; dropout masks),
+        holding the model for writing."""
         x = check_images(x, self.input_shape, self.dtype)
         threads = _threads.get_num_threads()
-        with self.lock.reading():
+        lock = self.lock.writing() if training else self.lock.reading()
+        with lock:
             self.check_parameters()
-            with self._workspaces.borrow(x.shape[0], False, threads) as ws:
+            with self._workspaces.borrow(x.shape[0], bool(training), threads) as ws:
                 return self._forward_pass(x, ws.at(x.shape[0]), threads).copy()
 
     def activations(self, x):
@@ -310,7 +325,8 @@ class Sequential:
     # ---------------------------------------------------------- training, use
     def fit(self, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
             validation_data=None, callbacks=None, checkpoint_dir=None, resume=False,
-            optimizer=None, schedule=None):
+            optimizer=None, schedule=None, validation_split=None, drop_last=False,
+            label_smoothing=0.0):
         """Train with SGD on mini-batches, as the DeepLearnToolbox demo does.
 
         Parameters
@@ -351,8 +367,18 @@ class Sequential:
         optimizer : fastcnn.optim.Optimizer, optional
             Made for this model: SGD(model, lr, momentum, nesterov,
             weight_decay) or Adam(model, ...). Default: plain SGD with `lr`.
-        schedule : fastcnn.optim.StepLR or CosineLR, optional
-            Sets the optimizer's learning rate at the start of every epoch.
+        schedule : fastcnn.optim.StepLR, CosineLR or OneCycleLR, optional
+            Sets the optimizer's learning rate at the start of every epoch
+            (StepLR, CosineLR) or before every step (OneCycleLR).
+        validation_split : float in (0, 1), optional
+            Hold out this fraction of x and y (the last images, before any
+            shuffling, as Keras does) as the validation data.
+        drop_last : bool
+            Leave out the last batch of an epoch when it is not full (as
+            PyTorch's DataLoader(drop_last=True)).
+        label_smoothing : float in [0, 1)
+            For loss="cross_entropy": train against (1 - e) y + e / K instead
+            of the one-hot y (PyTorch's CrossEntropyLoss(label_smoothing=e)).
 
         Returns
         -------
@@ -372,7 +398,9 @@ class Sequential:
         return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                             progress=progress, validation_data=validation_data,
                             callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume,
-                            optimizer=optimizer, schedule=schedule)
+                            optimizer=optimizer, schedule=schedule,
+                            validation_split=validation_split, drop_last=drop_last,
+                            label_smoothing=label_smoothing)
 
     def predict_scores(self, x, batch_size=256, check_input=True):
         """Outputs (N, K) of `forward`, computed batch_size images at a time
@@ -440,7 +468,8 @@ class Sequential:
         # unpickling would not reach them; it would also carry the workspaces.
         with self.lock.reading():  # the parameters of a whole number of steps
             flat = self._flat_params.copy()
-        return (_unpickle, (type(self), self.get_config(), flat, self.stop_training))
+            buffers = {name: b.copy() for name, b in self.buffers.items()}
+        return (_unpickle, (type(self), self.get_config(), flat, self.stop_training, buffers))
 
     def save(self, path):
         """Write architecture and parameters to a .npz file (no pickle), atomically."""
@@ -456,9 +485,11 @@ def scores_to_proba(scores, loss, threads=None):
     return scores
 
 
-def _unpickle(cls, config, flat_params, stop_training):
+def _unpickle(cls, config, flat_params, stop_training, buffers=None):
     model = cls.from_config(config)
     model._flat_params[...] = flat_params
+    for name, value in (buffers or {}).items():
+        model.buffers[name][...] = value
     model.stop_training = stop_training
     return model
 

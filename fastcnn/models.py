@@ -2,16 +2,28 @@
 
     seed_cnn()   the network of Zhang's derivation and the DeepLearnToolbox demo
     lenet5()     LeCun et al.'s LeNet-5 (1998), with today's usual choices available
+    vgg_mini()   a small network as trained today: 3x3 convolutions, batch norm,
+                 ReLU, max pooling (fastcnn.recipes.fashion_mnist trains it)
 
 BUILDERS names them (for the command line and sweeps), and
 RECOMMENDED_OPTIMIZER says how each is trained best: the paper's SGD for
 seed_cnn, Adam for LeNet-5.
 """
 
-from fastcnn.layers import Conv2D, Dense, Flatten, MaxPool2D, MeanPool2D
+from fastcnn._validate import check_int
+from fastcnn.layers import (
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    MeanPool2D,
+    Normalize,
+    ReLU,
+)
 from fastcnn.model import Sequential, seed_cnn
 
-__all__ = ["seed_cnn", "lenet5", "BUILDERS", "RECOMMENDED_OPTIMIZER"]
+__all__ = ["seed_cnn", "lenet5", "vgg_mini", "BUILDERS", "RECOMMENDED_OPTIMIZER"]
 
 
 def lenet5(seed=0, dtype="float32", activation="relu", pooling="max", input_shape=(1, 28, 28),
@@ -67,5 +79,51 @@ def lenet5(seed=0, dtype="float32", activation="relu", pooling="max", input_shap
     )
 
 
-BUILDERS = {"seed_cnn": seed_cnn, "lenet5": lenet5}
-RECOMMENDED_OPTIMIZER = {"seed_cnn": "sgd", "lenet5": "adam"}
+def vgg_mini(seed=0, dtype="float32", widths=(16, 32), hidden=256, input_shape=(1, 28, 28),
+             classes=10, normalize=None, algorithm="auto"):
+    """A small VGG-style network (Simonyan and Zisserman's 3x3 stacks, with
+    Ioffe and Szegedy's batch norm), for each width w of `widths`:
+
+        Cn   Conv2D(-> w, 3x3, padding 1, no bias)   same size
+        BNn  BatchNorm2D(w)
+        Rn   ReLU
+        Pn   MaxPool2D(2)                            half size
+    then
+        F    Flatten
+        FC   Dense(-> hidden) + ReLU
+        OUT  Dense(hidden -> classes)                scores, for the softmax cross-entropy
+
+    For 1x28x28 images and the default widths: 16 maps of 14x14, then 32 of
+    7x7 (1568 features), 409,082 parameters.
+
+    Parameters
+    ----------
+    seed, dtype : as for seed_cnn.
+    widths : maps of each convolution block.
+    hidden : units of the hidden dense layer.
+    input_shape : (C, H, W); H and W must halve len(widths) times.
+    classes : int
+    normalize : (mean, std), optional
+        Start with Normalize(mean, std), so the model takes raw [0, 1]
+        pixels (fastcnn.recipes passes the training set's).
+    algorithm : for the convolutions (fastcnn.conv_algorithms).
+    """
+    c, h, w = (check_int(v, "input_shape entries") for v in input_shape)
+    widths = [check_int(v, "widths") for v in widths]
+    layers = [] if normalize is None else [Normalize(*normalize, name="norm")]
+    for i, width in enumerate(widths, 1):
+        if h < 2 or w < 2:
+            raise ValueError(f"input_shape {tuple(input_shape)} is too small for "
+                             f"{len(widths)} blocks that halve it")
+        layers += [Conv2D(c, width, 3, padding=1, bias=False, algorithm=algorithm, name=f"C{i}"),
+                   BatchNorm2D(width, name=f"BN{i}"), ReLU(name=f"R{i}"), MaxPool2D(2, name=f"P{i}")]
+        c, h, w = width, h // 2, w // 2
+    layers += [Flatten(name="F"), Dense(c * h * w, check_int(hidden, "hidden"), activation="relu",
+                                        name="FC"),
+               Dense(hidden, check_int(classes, "classes"), name="OUT")]
+    return Sequential(layers, input_shape=input_shape, dtype=dtype, seed=seed,
+                      loss="cross_entropy")
+
+
+BUILDERS = {"seed_cnn": seed_cnn, "lenet5": lenet5, "vgg_mini": vgg_mini}
+RECOMMENDED_OPTIMIZER = {"seed_cnn": "sgd", "lenet5": "adam", "vgg_mini": "momentum"}

@@ -6,8 +6,9 @@ Both update, in place, the parameters of a model from its gradients (as
 `backprop` leaves them), following PyTorch's torch.optim update rules, so
 the same settings train the same way in both.
 
-A schedule sets the learning rate at the start of each epoch of fit, from
-the optimiser's initial rate: StepLR, CosineLR.
+A schedule sets the learning rate from the optimiser's initial rate: at the
+start of each epoch of fit (StepLR, CosineLR), or before every step
+(OneCycleLR: warm-up, then decay).
 
 `create("sgd" | "momentum" | "adam", model)` makes one by name, with the
 learning rate of DEFAULT_LR unless given: what the command line and the
@@ -27,6 +28,7 @@ from fastcnn._validate import (
     check_nonnegative,
     check_positive_float,
 )
+from fastcnn.layers import Conv2D, Dense
 
 
 class Optimizer:
@@ -37,11 +39,37 @@ class Optimizer:
     so that a resumed fit continues bit for bit.
     """
 
-    def __init__(self, model, lr):
+    def __init__(self, model, lr, decay=None):
         self.model = model
         self.lr = check_positive_float(lr, "lr")
         self._flat = getattr(model, "flat_params", None)
         self._scratch = None
+        self.decay = self._check_decay(decay)
+        self._decay_mask = None  # 1 where weight decay applies, 0 elsewhere (decay given)
+
+    def _check_decay(self, decay):
+        """The parameter names weight decay applies to (None: all of them)."""
+        if decay is None:
+            return None
+        params = getattr(self.model, "params", {})
+        names = [n for n in params if decay(n)] if callable(decay) else list(decay)
+        unknown = [n for n in names if n not in params]
+        if isinstance(decay, str) or unknown:
+            raise ValueError(f"decay must be parameter names of the model (or a function of a "
+                             f"name), got {decay!r}" + (f"; unknown: {unknown}" if unknown else ""))
+        return [n for n in params if n in set(names)]  # in the model's order
+
+    def _decayed_mask(self):
+        """The flat 0/1 vector of decay (built once)."""
+        if self._decay_mask is None:
+            mask = np.zeros_like(self._flat)
+            offset = 0
+            for name, p in self.model.params.items():
+                if name in self.decay:
+                    mask[offset:offset + p.size] = 1
+                offset += p.size
+            self._decay_mask = mask
+        return self._decay_mask
 
     def step(self, threads=None):
         """Update every parameter once from the current gradients, holding the
@@ -56,7 +84,10 @@ class Optimizer:
 
     def config(self):
         """The hyperparameters, as JSON-compatible values."""
-        return {"type": type(self).__name__, "lr": self.lr}
+        config = {"type": type(self).__name__, "lr": self.lr}
+        if self.decay is not None:
+            config["decay"] = list(self.decay)
+        return config
 
     def state(self):
         """(JSON-compatible state, {name: array}): what the optimiser remembers."""
@@ -93,10 +124,16 @@ class SGD(Optimizer):
     nesterov : bool
     weight_decay : float >= 0
         The L2 penalty's factor.
+    decay : list of parameter names, or a function name -> bool, optional
+        The parameters weight decay applies to (default: all);
+        `weights_only(model)` names the weights of Conv2D and Dense layers,
+        leaving biases and batch norm's parameters out (as PyTorch's
+        parameter groups or optax's masks do).
     """
 
-    def __init__(self, model, lr=1.0, momentum=0.0, nesterov=False, weight_decay=0.0):
-        super().__init__(model, lr)
+    def __init__(self, model, lr=1.0, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 decay=None):
+        super().__init__(model, lr, decay)
         self.momentum = check_fraction(momentum, "momentum")
         self.weight_decay = check_nonnegative(weight_decay, "weight_decay")
         nesterov = check_bool(nesterov, "nesterov")
@@ -125,7 +162,7 @@ class SGD(Optimizer):
         d = scratch
         np.copyto(d, g)
         if self.weight_decay:
-            d += self.weight_decay * p
+            d += self.weight_decay * (p if self.decay is None else p * self._decayed_mask())
         if self.momentum:
             if self._velocity is None:
                 self._velocity = d.copy()
@@ -162,8 +199,8 @@ class Adam(Optimizer):
     """
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 decoupled=False):
-        super().__init__(model, lr)
+                 decoupled=False, decay=None):
+        super().__init__(model, lr, decay)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
         self.betas = (check_fraction(betas[0], "betas[0]"), check_fraction(betas[1], "betas[1]"))
@@ -180,8 +217,28 @@ class Adam(Optimizer):
         if self._m is None:
             self._m, self._v = np.zeros_like(p), np.zeros_like(p)
         self.t += 1
-        _optim.adam_step(p, g, self._m, self._v, self.lr, b1, b2, self.eps, self.t,
-                         self.weight_decay, self.decoupled, threads)
+        if self.decay is None or not self.weight_decay:
+            _optim.adam_step(p, g, self._m, self._v, self.lr, b1, b2, self.eps, self.t,
+                             self.weight_decay, self.decoupled, threads)
+            return
+        # the parameters with and without decay, as runs of the flat vector
+        for lo, hi, decayed in self._runs():
+            _optim.adam_step(p[lo:hi], g[lo:hi], self._m[lo:hi], self._v[lo:hi], self.lr, b1,
+                             b2, self.eps, self.t, self.weight_decay if decayed else 0.0,
+                             self.decoupled, threads)
+
+    def _runs(self):
+        """(start, stop, decayed) of the flat vector's runs of parameters with
+        and without weight decay."""
+        runs, offset = [], 0
+        for name, p in self.model.params.items():
+            decayed = name in self.decay
+            if runs and runs[-1][2] == decayed:
+                runs[-1][1] = offset + p.size
+            else:
+                runs.append([offset, offset + p.size, decayed])
+            offset += p.size
+        return runs
 
     def config(self):
         return dict(super().config(), betas=list(self.betas), eps=self.eps,
@@ -239,6 +296,60 @@ class CosineLR:
     def config(self):
         """The schedule's settings, as JSON-compatible values."""
         return {"type": "CosineLR", "epochs": self.epochs, "min_lr": self.min_lr}
+
+
+def weights_only(model):
+    """The names of the weights of the model's Conv2D and Dense layers: what
+    weight decay usually applies to (not biases, not batch norm's scale and
+    shift). For SGD(..., decay=weights_only(model))."""
+    return [f"{layer.name}.weight" for layer in model.layers
+            if isinstance(layer, (Conv2D, Dense))]
+
+
+class OneCycleLR:
+    """A learning rate set before every step (Smith and Topin's one-cycle
+    policy, as PyTorch's OneCycleLR computes it): from start x the
+    optimiser's rate up to the rate itself over the first `warmup` fraction
+    of the steps, then down to end x the rate at the last step, linearly or
+    along a half cosine.
+
+    With T the steps of the whole fit, s the step from 0, the warm-up ending
+    at step E1 = warmup T - 1 and the decay at E2 = T - 1:
+
+        s <= E1: lr = a + (peak - a) s / E1                          a = start peak
+        s >  E1: lr = peak + (b - peak) d((s - E1) / (E2 - E1))      b = end peak
+
+    d(u) = u ("linear") or (1 - cos(pi u)) / 2 ("cosine"). This is
+    torch.optim.lr_scheduler.OneCycleLR(max_lr=peak, pct_start=warmup,
+    div_factor=1 / start, final_div_factor=start / end, three_phase=False).
+    """
+
+    per_step = True
+
+    def __init__(self, warmup=0.2, start=0.1, end=0.0, decay="linear"):
+        self.warmup = check_fraction(warmup, "warmup")
+        self.start = check_nonnegative(start, "start")
+        self.end = check_nonnegative(end, "end")
+        self.decay = check_choice(decay, "decay", ("linear", "cosine"))
+
+    def _anneal(self, a, b, u):
+        if self.decay == "cosine":
+            return b + (a - b) / 2 * (math.cos(math.pi * u) + 1)
+        return (b - a) * u + a
+
+    def __call__(self, step, total, initial_lr):
+        """The learning rate of step `step` (from 0) of `total`."""
+        peak = initial_lr
+        e1, e2 = self.warmup * total - 1, total - 1
+        if step <= e1 and e1 > 0:
+            return self._anneal(self.start * peak, peak, step / e1)
+        start = max(e1, 0)
+        return self._anneal(peak, self.end * peak, (step - start) / max(e2 - start, 1))
+
+    def config(self):
+        """The schedule's settings, as JSON-compatible values."""
+        return {"type": "OneCycleLR", "warmup": self.warmup, "start": self.start,
+                "end": self.end, "decay": self.decay}
 
 
 # The learning rate each optimiser starts from unless told otherwise: the

@@ -32,7 +32,14 @@ import numpy as np
 
 from fastcnn import _threads
 from fastcnn import callbacks as _callbacks
-from fastcnn._validate import check_images, check_int, check_labels, check_targets
+from fastcnn._validate import (
+    check_bool,
+    check_fraction,
+    check_images,
+    check_int,
+    check_labels,
+    check_targets,
+)
 from fastcnn.optim import SGD, Optimizer
 
 # the checkpoint files (fastcnn.callbacks.ModelCheckpoint)
@@ -114,14 +121,24 @@ class Batches:
     whole), labels or one-hot targets.
     """
 
-    def __init__(self, model, x, y, batch_size, seed):
+    def __init__(self, model, x, y, batch_size, seed, drop_last=False, label_smoothing=0.0):
         self.x = check_images(x, model.input_shape, model.dtype, copy_dtype=False)
         self.n = n = self.x.shape[0]
         self.t = check_targets(y, n, model.num_classes, model.dtype)
+        self.label_smoothing = check_fraction(label_smoothing, "label_smoothing")
+        if self.label_smoothing:
+            if model.loss != "cross_entropy":
+                raise ValueError("label_smoothing is for loss='cross_entropy' models")
+            # PyTorch's rule: the targets (1 - e) y + e / K
+            e = self.label_smoothing
+            self.t = (self.t * (1 - e) + e / model.num_classes).astype(model.dtype)
         self.batch_size = check_int(batch_size, "batch_size")
         # more than there are images: one batch of all of them, as Keras and
         # PyTorch's DataLoader do (batch_size is kept as given for checkpoints)
         self.rows = min(self.batch_size, n)
+        self.drop_last = check_bool(drop_last, "drop_last")
+        # the batches of an epoch: the last partial one left out with drop_last
+        self.per_epoch = n // self.rows if self.drop_last else -(-n // self.rows)
         self.seed = check_int(seed, "seed", minimum=0)
         self.rng = np.random.default_rng(self.seed)
         self._xb = np.empty((self.rows,) + model.input_shape, model.dtype)
@@ -138,7 +155,7 @@ class Batches:
     def epoch(self):
         """Yield (x, t) for every batch of a new epoch, in a new order."""
         order = self.rng.permutation(self.n)
-        for start in range(0, self.n, self.rows):
+        for start in range(0, self.per_epoch * self.rows, self.rows):
             idx = order[start : start + self.rows]
             xb, tb = self._xb[: len(idx)], self._tb[: len(idx)]
             if self.x.dtype == xb.dtype:
@@ -177,13 +194,21 @@ class Run:
                           "schedule": None if schedule is None else schedule.config(),
                           "seed": batches.seed, "samples": batches.n,
                           "data": batches.fingerprint(), "validation": validation is not None}
+        # recorded only when used, so that older checkpoints resume
+        if batches.drop_last:
+            self.arguments["drop_last"] = True
+        if batches.label_smoothing:
+            self.arguments["label_smoothing"] = batches.label_smoothing
 
 
 def fit(model, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
         validation_data=None, callbacks=None, checkpoint_dir=None, resume=False,
-        optimizer=None, schedule=None):
+        optimizer=None, schedule=None, validation_split=None, drop_last=False,
+        label_smoothing=0.0):
     """See Sequential.fit."""
-    batches = Batches(model, x, y, batch_size, seed)
+    if validation_split is not None:
+        x, y, validation_data = _split_off_validation(x, y, validation_split, validation_data)
+    batches = Batches(model, x, y, batch_size, seed, drop_last, label_smoothing)
     epochs = check_int(epochs, "epochs")
     optimizer = _check_optimizer(model, optimizer, lr)
     if schedule is not None and not callable(getattr(schedule, "config", None)):
@@ -263,6 +288,20 @@ def _check_optimizer(model, optimizer, lr):
     if not isinstance(optimizer, Optimizer) or optimizer.model is not model:
         raise ValueError("optimizer must be a fastcnn optimizer made for this model")
     return optimizer
+
+
+def _split_off_validation(x, y, fraction, validation_data):
+    """(x, y, (x_val, y_val)): the last `fraction` of the images (before any
+    shuffling, as Keras does) held out for validation."""
+    if validation_data is not None:
+        raise ValueError("give validation_data or validation_split, not both")
+    fraction = check_fraction(fraction, "validation_split")
+    n = len(x)
+    held = int(n * fraction)
+    if not 0 < held < n:
+        raise ValueError(f"validation_split={fraction} of {n} images leaves "
+                         f"{'no validation' if held == 0 else 'no training'} images")
+    return x[: n - held], y[: n - held], (x[n - held:], y[n - held:])
 
 
 def _check_validation(model, validation_data):

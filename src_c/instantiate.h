@@ -13,6 +13,7 @@
 #include "dense_impl.h"
 #include "loss_impl.h"
 #include "optim_impl.h"
+#include "norm_impl.h"
 #undef REAL
 #undef REAL_DOUBLE
 #undef FN
@@ -30,6 +31,7 @@
 #include "dense_impl.h"
 #include "loss_impl.h"
 #include "optim_impl.h"
+#include "norm_impl.h"
 #undef REAL
 #undef REAL_DOUBLE
 #undef FN

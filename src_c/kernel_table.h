@@ -73,7 +73,16 @@
                                    REAL *dz);                                                  \
     /* One sample's softmax over K scores, and its Jacobian applied to dy. */                  \
     void (*softmax_forward##T)(const REAL *z, int K, REAL *y);                                 \
-    void (*softmax_backward##T)(const REAL *y, const REAL *dy, int K, REAL *dz);
+    void (*softmax_backward##T)(const REAL *y, const REAL *dy, int K, REAL *dz);               \
+    /* Batch normalisation of map c of x (N, C, S) (norm_impl.h): its mean and biased          \
+     * variance; y = (x - mean) * scale + shift; and the gradients of the normalisation. */    \
+    void (*batchnorm_stats##T)(const REAL *x, ptrdiff_t N, int C, ptrdiff_t S, int c,          \
+                               double *mean, double *var);                                     \
+    void (*batchnorm_apply##T)(const REAL *x, ptrdiff_t N, int C, ptrdiff_t S, int c,          \
+                               double mean, double scale, double shift, REAL *y);              \
+    void (*batchnorm_backward##T)(const REAL *x, const REAL *dy, ptrdiff_t N, int C,           \
+                                  ptrdiff_t S, int c, double mean, double invstd,              \
+                                  double gamma, double *dgamma, double *dbeta, REAL *dx);
 
 typedef struct fc_kernel_table {
     const char *isa; /* "baseline", "avx2+fma" or "avx2+fma (build flags)" */

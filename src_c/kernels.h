@@ -73,7 +73,10 @@
     .activation_forward##T = fc_activation_forward##T##ISA,            \
     .activation_backward##T = fc_activation_backward##T##ISA,          \
     .softmax_forward##T = fc_softmax_forward##T##ISA,                  \
-    .softmax_backward##T = fc_softmax_backward##T##ISA
+    .softmax_backward##T = fc_softmax_backward##T##ISA,                \
+    .batchnorm_stats##T = fc_batchnorm_stats##T##ISA,                  \
+    .batchnorm_apply##T = fc_batchnorm_apply##T##ISA,                  \
+    .batchnorm_backward##T = fc_batchnorm_backward##T##ISA
 
 #define FC_KERNEL_TABLE(ISA, NAME) \
     { .isa = NAME, FC_TABLE_ENTRIES(_f32, ISA), FC_TABLE_ENTRIES(_f64, ISA) }

@@ -52,12 +52,13 @@ def test_from_torch_round_trip_and_other_networks(rng):
 @pytest.mark.parametrize("module, match", [
     ("nn.Conv2d(1, 2, 3, dilation=2)", "dilation"),
     ("nn.Conv2d(2, 2, 3, groups=2)", "groups"),
-    ("nn.Conv2d(1, 2, 3, bias=False)", "bias"),
+    ("nn.Conv2d(1, 2, 3, dilation=2)", "dilation"),
     ("nn.Conv2d(1, 2, 3, padding=1, padding_mode='reflect')", "padding_mode"),
     ("nn.Conv2d(1, 2, 3, stride=(1, 2))", "stride"),
     ("nn.MaxPool2d(2, padding=1)", "no padding"),
     ("nn.LeakyReLU()", "LeakyReLU.* no fastcnn equivalent"),
-    ("nn.BatchNorm2d(1)", "BatchNorm2d"),
+    ("nn.BatchNorm2d(1, affine=False)", "affine"),
+    ("nn.BatchNorm2d(1, momentum=None)", "momentum"),
     ("nn.AvgPool2d(2, stride=1)", "stride equal"),
 ])
 def test_from_torch_names_what_it_cannot_translate(module, match):
@@ -65,3 +66,29 @@ def test_from_torch_names_what_it_cannot_translate(module, match):
     nn = torch.nn  # noqa: F841 - used by eval
     with pytest.raises(ValueError, match=match):
         interop.from_torch(torch.nn.Sequential(eval(module)), input_shape=(1, 8, 8))
+
+
+def test_batch_norm_dropout_and_bias_free_convolutions_both_ways(rng):
+    """vgg_mini trained a little (so its running estimates are not the
+    start's) goes to PyTorch and back with the same outputs at inference;
+    from_torch keeps the running estimates and takes the loss."""
+    torch = import_torch()
+    from fastcnn.models import vgg_mini
+
+    model = vgg_mini(dtype="float64", normalize=(0.3, 0.35), widths=(4, 6), hidden=12, seed=1)
+    x = rng.random((16, 1, 28, 28))
+    model.fit(x, np.arange(16) % 10, epochs=1, batch_size=8, lr=0.01, progress=False)
+    net = interop.to_torch(model).eval()
+    np.testing.assert_allclose(net(torch.from_numpy(x)).detach().numpy(), model.forward(x),
+                               rtol=1e-10, atol=1e-12)
+    children = list(net.children())[1:]  # after the standardisation
+    body = torch.nn.Sequential(*children[:-1], torch.nn.Dropout(0.25), children[-1])
+    back = interop.from_torch(body, (1, 28, 28), loss="cross_entropy")
+    assert back.loss == "cross_entropy"
+    assert [type(layer).__name__ for layer in back.layers][:2] == ["Conv2D", "BatchNorm2D"]
+    assert not back.layers[0].bias and isinstance(back.layers[-2], fastcnn.Dropout)
+    for ours in ("running_mean", "running_var"):
+        np.testing.assert_array_equal(back.layers[1].buffers[ours], model.buffers[f"BN1.{ours}"])
+    standardised = (x - 0.3) / 0.35
+    np.testing.assert_allclose(back.forward(standardised), model.forward(x), rtol=1e-12,
+                               atol=1e-12)

@@ -16,7 +16,7 @@ LAYERS = [
      "_crossover"},
     # the compiled kernels, and the helpers the Python around them needs
     {"_kernels", "_conv", "_pool", "_activation", "_dense", "_loss", "_optim", "_im2col",
-     "_simd", "_blas", "_tasks", "_workspace"},
+     "_norm", "_simd", "_blas", "_tasks", "_workspace"},
     # the mathematics: layers, convolution algorithms, losses, optimisers
     {"conv_algorithms", "layers", "losses", "optim"},
     # the model file's format, and training around any model
@@ -24,7 +24,7 @@ LAYERS = [
     # the model
     {"model"},
     # what is built on a model: persistence, ready-made networks, data, interop, plots
-    {"io", "models", "datasets", "interop", "plots", "gradient_check"},
+    {"io", "models", "datasets", "interop", "plots", "gradient_check", "recipes"},
     # the package's face, and the tools on top
     {"__init__", "bench", "distributed", "cli", "__main__"},
 ]
