@@ -11,7 +11,7 @@ model and training loop around them are plain Python. Start with:
     model.fit(x, y, epochs=1, batch_size=50, lr=1.0)
 """
 
-from fastcnn import callbacks, datasets, models, optim
+from fastcnn import augment, callbacks, datasets, models, optim, recipes
 from fastcnn._openmp import openmp_enabled
 from fastcnn._simd import available_simd_paths, set_simd_path, simd_path
 from fastcnn._threads import get_num_threads, set_num_threads
@@ -70,6 +70,7 @@ __all__ = [
     "Softmax",
     "Tanh",
     "__version__",
+    "augment",
     "available_simd_paths",
     "build_info",
     "callbacks",
@@ -80,6 +81,7 @@ __all__ = [
     "models",
     "openmp_enabled",
     "optim",
+    "recipes",
     "seed_cnn",
     "set_num_threads",
     "set_simd_path",

@@ -242,6 +242,8 @@ class ModelCheckpoint(Callback):
         state = {"epochs_done": epoch, "rng": run.batches.rng.bit_generator.state,
                  "history": history_state, "batches": batches, "best": self.best,
                  "arguments": run.arguments, "optimizer": opt_state}
+        if run.batches.augment_rng is not None:
+            state["augment_rng"] = run.batches.augment_rng.bit_generator.state
         with model.lock.reading():  # the parameters of a whole number of steps
             for name in (self.LAST, self.BEST) if improved else (self.LAST,):
                 _modelfile.write(os.path.join(self.directory, name), model,
@@ -285,6 +287,8 @@ class ModelCheckpoint(Callback):
                 model.buffers[name][...] = value
         run.optimizer.load_state(state["optimizer"], arrays)
         run.batches.rng.bit_generator.state = state["rng"]
+        if run.batches.augment_rng is not None:
+            run.batches.augment_rng.bit_generator.state = state["augment_rng"]
         run.history.restore(state["history"], state["batches"])
         run.epochs_done, self.best = state["epochs_done"], state["best"]
 

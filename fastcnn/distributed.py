@@ -20,6 +20,7 @@ Dask is imported when first needed: without it, sweep(..., client="serial")
 still works.
 """
 
+import concurrent.futures
 import itertools
 import math
 import mmap
@@ -516,21 +517,41 @@ def _sweep_on(client, build, runs, data, threads, bar):
         # a fresh key: a sweep right after another on the same data must not
         # find the first one's key on its way out of the cluster
         [data] = client.scatter([data], broadcast=True, hash=False)
-    futures = [client.submit(_train, build, point, seed, data, threads, pure=False)
-               for point, seed in runs]
-    index = {f.key: i for i, f in enumerate(futures)}
-    records = [None] * len(runs)
+    def submit(i):
+        point, seed = runs[i]
+        future = client.submit(_train, build, point, seed, data, threads, pure=False)
+        index[future.key] = i
+        return future
+
+    index, records = {}, [None] * len(runs)
+    futures = [submit(i) for i in range(len(runs))]
+    retries = {}
     try:
-        for future in as_completed(futures):
+        pending = as_completed(futures)
+        for future in pending:
             i = index[future.key]
             try:
                 records[i] = future.result()
+            except concurrent.futures.CancelledError as e:
+                # Seen under load when a worker dies: the scheduler forgets a
+                # task it had rescheduled ("already forgotten"). Nothing of
+                # the run is lost: run it again, a few times at most.
+                retries[i] = retries.get(i, 0) + 1
+                if retries[i] > RESUBMITS:
+                    raise _failed(runs, i, e, records) from e
+                futures.append(submit(i))
+                pending.add(futures[-1])
+                continue
             except Exception as e:
                 raise _failed(runs, i, e, records) from e
             bar.update()
     finally:
         client.cancel([f for f in futures if not f.done()])
     return records
+
+
+# how many times a run whose task the scheduler cancelled is submitted again
+RESUBMITS = 3
 
 
 # ------------------------------------------------------------------ predict

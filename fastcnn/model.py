@@ -326,7 +326,7 @@ class Sequential:
     def fit(self, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
             validation_data=None, callbacks=None, checkpoint_dir=None, resume=False,
             optimizer=None, schedule=None, validation_split=None, drop_last=False,
-            label_smoothing=0.0):
+            label_smoothing=0.0, augment=None):
         """Train with SGD on mini-batches, as the DeepLearnToolbox demo does.
 
         Parameters
@@ -379,6 +379,9 @@ class Sequential:
         label_smoothing : float in [0, 1)
             For loss="cross_entropy": train against (1 - e) y + e / K instead
             of the one-hot y (PyTorch's CrossEntropyLoss(label_smoothing=e)).
+        augment : list of fastcnn.augment steps, optional
+            Applied in order to every training batch (RandomCrop,
+            HorizontalFlip), seeded by `seed`.
 
         Returns
         -------
@@ -400,7 +403,7 @@ class Sequential:
                             callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume,
                             optimizer=optimizer, schedule=schedule,
                             validation_split=validation_split, drop_last=drop_last,
-                            label_smoothing=label_smoothing)
+                            label_smoothing=label_smoothing, augment=augment)
 
     def predict_scores(self, x, batch_size=256, check_input=True):
         """Outputs (N, K) of `forward`, computed batch_size images at a time

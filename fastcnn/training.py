@@ -31,6 +31,7 @@ import zlib
 import numpy as np
 
 from fastcnn import _threads
+from fastcnn import augment as _augment
 from fastcnn import callbacks as _callbacks
 from fastcnn._validate import (
     check_bool,
@@ -121,7 +122,8 @@ class Batches:
     whole), labels or one-hot targets.
     """
 
-    def __init__(self, model, x, y, batch_size, seed, drop_last=False, label_smoothing=0.0):
+    def __init__(self, model, x, y, batch_size, seed, drop_last=False, label_smoothing=0.0,
+                 augment=None):
         self.x = check_images(x, model.input_shape, model.dtype, copy_dtype=False)
         self.n = n = self.x.shape[0]
         self.t = check_targets(y, n, model.num_classes, model.dtype)
@@ -141,6 +143,10 @@ class Batches:
         self.per_epoch = n // self.rows if self.drop_last else -(-n // self.rows)
         self.seed = check_int(seed, "seed", minimum=0)
         self.rng = np.random.default_rng(self.seed)
+        self.augment = _augment.check_steps(augment)
+        # the augmentation's own draws: a stream apart from the shuffle's, so
+        # that adding augmentation does not change the order of the batches
+        self.augment_rng = np.random.default_rng([self.seed, 1]) if self.augment else None
         self._xb = np.empty((self.rows,) + model.input_shape, model.dtype)
         self._tb = np.empty((self.rows,) + model.output_shape, model.dtype)
         self._x_rows, self._xb_rows = self.x, self._xb
@@ -163,6 +169,8 @@ class Batches:
             else:
                 xb[...] = self.x[idx]
             np.take(self.t, idx, axis=0, out=tb, mode="clip")
+            for step in self.augment:
+                step(xb, self.augment_rng)
             yield xb, tb
 
     def images_in(self, batch):
@@ -199,16 +207,18 @@ class Run:
             self.arguments["drop_last"] = True
         if batches.label_smoothing:
             self.arguments["label_smoothing"] = batches.label_smoothing
+        if batches.augment:
+            self.arguments["augment"] = [step.config() for step in batches.augment]
 
 
 def fit(model, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
         validation_data=None, callbacks=None, checkpoint_dir=None, resume=False,
         optimizer=None, schedule=None, validation_split=None, drop_last=False,
-        label_smoothing=0.0):
+        label_smoothing=0.0, augment=None):
     """See Sequential.fit."""
     if validation_split is not None:
         x, y, validation_data = _split_off_validation(x, y, validation_split, validation_data)
-    batches = Batches(model, x, y, batch_size, seed, drop_last, label_smoothing)
+    batches = Batches(model, x, y, batch_size, seed, drop_last, label_smoothing, augment)
     epochs = check_int(epochs, "epochs")
     optimizer = _check_optimizer(model, optimizer, lr)
     if schedule is not None and not callable(getattr(schedule, "config", None)):

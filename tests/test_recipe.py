@@ -190,3 +190,53 @@ def test_the_recipe_reaches_92_percent_on_fashion_mnist_in_four_epochs(seed):
     assert recipes.first_epoch_below(history, 0.08) is not None
     # raw pixels in, as datasets.load gives them: the model standardises them itself
     assert model.evaluate(xt, yt) == history.val_error[-1]
+
+
+def test_random_crop_and_flip_against_loops(rng):
+    from fastcnn.augment import HorizontalFlip, RandomCrop
+
+    x = rng.random((6, 2, 5, 7))
+    crop, seed = RandomCrop(padding=2), 11
+    out = x.copy()
+    crop(out, np.random.default_rng(seed))
+    dy, dx = np.random.default_rng(seed).integers(0, 5, (2, 6))
+    for n in range(6):
+        padded = np.zeros((2, 9, 11))
+        padded[:, 2:7, 2:9] = x[n]
+        np.testing.assert_array_equal(out[n], padded[:, dy[n]:dy[n] + 5, dx[n]:dx[n] + 7])
+    flipped = x.copy()
+    HorizontalFlip(p=0.5)(flipped, np.random.default_rng(3))
+    which = np.random.default_rng(3).random(6) < 0.5
+    assert 0 < which.sum() < 6
+    for n in range(6):
+        np.testing.assert_array_equal(flipped[n], x[n][..., ::-1] if which[n] else x[n])
+    with pytest.raises(TypeError, match="augment must be"):
+        fastcnn.seed_cnn().fit(np.zeros((6, 1, 28, 28)), [0] * 6, augment=[print],
+                               progress=False)
+
+
+def test_augmented_training_is_reproducible_and_resumes_bit_for_bit(tmp_path, rng):
+    from fastcnn.augment import HorizontalFlip, RandomCrop
+
+    x, y = rng.random((30, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 30)
+
+    def run(epochs, seed=2, **kwargs):
+        model = fastcnn.models.lenet5(seed=seed)
+        model.fit(x, y, epochs=epochs, batch_size=8, optimizer=fastcnn.Adam(model), seed=5,
+                  progress=False, augment=[RandomCrop(2), HorizontalFlip()], **kwargs)
+        return model
+
+    a, b = run(3), run(3)
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+    plain = fastcnn.models.lenet5(seed=2)
+    plain.fit(x, y, epochs=3, batch_size=8, optimizer=fastcnn.Adam(plain), seed=5, progress=False)
+    assert not np.array_equal(plain.params["OUT.bias"], a.params["OUT.bias"])
+    run(1, checkpoint_dir=tmp_path)
+    resumed = run(3, seed=9, checkpoint_dir=tmp_path, resume=True)
+    for name in a.params:
+        np.testing.assert_array_equal(resumed.params[name], a.params[name])
+    with pytest.raises(ValueError, match="augment"):  # a checkpoint knows its augmentation
+        model = fastcnn.models.lenet5()
+        model.fit(x, y, epochs=3, batch_size=8, optimizer=fastcnn.Adam(model), seed=5,
+                  progress=False, augment=[RandomCrop(3)], checkpoint_dir=tmp_path, resume=True)

@@ -18,7 +18,7 @@ LAYERS = [
     {"_kernels", "_conv", "_pool", "_activation", "_dense", "_loss", "_optim", "_im2col",
      "_norm", "_simd", "_blas", "_tasks", "_workspace"},
     # the mathematics: layers, convolution algorithms, losses, optimisers
-    {"conv_algorithms", "layers", "losses", "optim"},
+    {"conv_algorithms", "layers", "losses", "optim", "augment"},
     # the model file's format, and training around any model
     {"_modelfile", "callbacks", "training"},
     # the model
