@@ -15,13 +15,18 @@ cimport fastcnn._kernels as kernels
 from fastcnn._kernels cimport check, check_activation
 
 
+
+cdef enum:
+    # samples that share each pass over W in the forward pass (dense_impl.h)
+    SAMPLES_PER_PASS = 4
+
 def dense_forward(const floating[:, ::1] f, const floating[:, ::1] W, const floating[::1] b,
                   floating[:, ::1] out, int act, int n_threads):
     """out[n] = f(W f[n] + b), eq. (12), f the activation code `act` (1 = sigma).
 
     f (N, F), W (K, F), b (K,), out (N, K).
     """
-    cdef Py_ssize_t N = f.shape[0], n
+    cdef Py_ssize_t N = f.shape[0], blk, n
     cdef int F = <int>f.shape[1], K = <int>W.shape[0]
     check(W.shape[1] == F, "W has the wrong number of columns")
     check(b.shape[0] == K, "b has the wrong length")
@@ -29,8 +34,12 @@ def dense_forward(const floating[:, ::1] f, const floating[:, ::1] W, const floa
     check_activation(act)
     check(n_threads >= 1, "n_threads must be >= 1")
     with nogil:
-        for n in prange(N, schedule="static", num_threads=n_threads):
-            kernels.dense_forward(&f[n, 0], F, &W[0, 0], K, &b[0], act, &out[n, 0])
+        # SAMPLES_PER_PASS samples share each pass over W (the same sums as one at a time)
+        for blk in prange((N + SAMPLES_PER_PASS - 1) // SAMPLES_PER_PASS, schedule="static",
+                          num_threads=n_threads):
+            n = blk * SAMPLES_PER_PASS
+            kernels.dense_forward(&f[n, 0], <int>min(SAMPLES_PER_PASS, N - n), F, &W[0, 0], K,
+                                  &b[0], act, &out[n, 0])
 
 
 def dense_backward(const floating[:, ::1] f, const floating[:, ::1] W,
@@ -47,8 +56,8 @@ def dense_backward(const floating[:, ::1] f, const floating[:, ::1] W,
     f (N, F), W (K, F), y and g and delta (N, K) (delta: a workspace),
     dW (K, F) and db (K,) overwritten, df (N, F).
     """
-    cdef Py_ssize_t N = f.shape[0], n
-    cdef int F = <int>f.shape[1], K = <int>W.shape[0], k
+    cdef Py_ssize_t N = f.shape[0], n, blk
+    cdef int F = <int>f.shape[1], K = <int>W.shape[0], k, kp
     cdef bint want_df = df is not None
     cdef floating *dfp = NULL
     check(W.shape[1] == F, "W has the wrong number of columns")
@@ -62,13 +71,17 @@ def dense_backward(const floating[:, ::1] f, const floating[:, ::1] W,
     check(n_threads >= 1, "n_threads must be >= 1")
     check(N >= 1, "empty batch")
     with nogil:
-        for n in prange(N, schedule="static", num_threads=n_threads):
+        for blk in prange((N + SAMPLES_PER_PASS - 1) // SAMPLES_PER_PASS, schedule="static",
+                          num_threads=n_threads):
+            n = blk * SAMPLES_PER_PASS
             if want_df:
                 dfp = &df[n, 0]
             else:
                 dfp = NULL
-            kernels.dense_delta_input_grad(&g[n, 0], &y[n, 0], K, act, &W[0, 0], F,
-                                           &delta[n, 0], dfp)
-        for k in prange(K, schedule="static", num_threads=n_threads):
-            kernels.dense_weight_bias_grad(&f[0, 0], &delta[0, 0], N, F, K, k, k + 1, &dW[0, 0],
-                                           &db[0])
+            kernels.dense_delta_input_grad(&g[n, 0], &y[n, 0], <int>min(SAMPLES_PER_PASS, N - n),
+                                           K, act, &W[0, 0], F, &delta[n, 0], dfp)
+        # rows in pairs, which share each load of f (the same sums as one row at a time)
+        for kp in prange((K + 1) // 2, schedule="static", num_threads=n_threads):
+            k = 2 * kp
+            kernels.dense_weight_bias_grad(&f[0, 0], &delta[0, 0], N, F, K, k, min(k + 2, K),
+                                           &dW[0, 0], &db[0])

@@ -76,15 +76,15 @@ cdef extern from "kernel_table.h" nogil:
                                int OW, float *dx) noexcept nogil
         void (*max_unpool_f64)(const double *g, const int32_t *arg, int C, int H, int W, int OH,
                                int OW, double *dx) noexcept nogil
-        void (*dense_forward_f32)(const float *f, int F, const float *W, int K, const float *b,
-                                  int act, float *out) noexcept nogil
-        void (*dense_forward_f64)(const double *f, int F, const double *W, int K,
+        void (*dense_forward_f32)(const float *f, int NB, int F, const float *W, int K,
+                                  const float *b, int act, float *out) noexcept nogil
+        void (*dense_forward_f64)(const double *f, int NB, int F, const double *W, int K,
                                   const double *b, int act, double *out) noexcept nogil
-        void (*dense_delta_input_grad_f32)(const float *g, const float *y, int K, int act,
-                                           const float *W, int F, float *delta,
+        void (*dense_delta_input_grad_f32)(const float *g, const float *y, int NB, int K,
+                                           int act, const float *W, int F, float *delta,
                                            float *df) noexcept nogil
-        void (*dense_delta_input_grad_f64)(const double *g, const double *y, int K, int act,
-                                           const double *W, int F, double *delta,
+        void (*dense_delta_input_grad_f64)(const double *g, const double *y, int NB, int K,
+                                           int act, const double *W, int F, double *delta,
                                            double *df) noexcept nogil
         void (*dense_weight_bias_grad_f32)(const float *f, const float *delta, ptrdiff_t N,
                                            int F, int K, int k0, int k1, float *dW,
@@ -251,21 +251,21 @@ cdef inline void max_unpool(const floating *g, const int *arg, int C, int H, int
         active_kernels().max_unpool_f64(g, <const int32_t *>arg, C, H, W, OH, OW, dx)
 
 
-cdef inline void dense_forward(const floating *f, int F, const floating *W, int K,
+cdef inline void dense_forward(const floating *f, int NB, int F, const floating *W, int K,
                                const floating *b, int act, floating *out) noexcept nogil:
     if floating is float:
-        active_kernels().dense_forward_f32(f, F, W, K, b, act, out)
+        active_kernels().dense_forward_f32(f, NB, F, W, K, b, act, out)
     else:
-        active_kernels().dense_forward_f64(f, F, W, K, b, act, out)
+        active_kernels().dense_forward_f64(f, NB, F, W, K, b, act, out)
 
 
-cdef inline void dense_delta_input_grad(const floating *g, const floating *y, int K, int act,
-                                        const floating *W, int F, floating *delta,
+cdef inline void dense_delta_input_grad(const floating *g, const floating *y, int NB, int K,
+                                        int act, const floating *W, int F, floating *delta,
                                         floating *df) noexcept nogil:
     if floating is float:
-        active_kernels().dense_delta_input_grad_f32(g, y, K, act, W, F, delta, df)
+        active_kernels().dense_delta_input_grad_f32(g, y, NB, K, act, W, F, delta, df)
     else:
-        active_kernels().dense_delta_input_grad_f64(g, y, K, act, W, F, delta, df)
+        active_kernels().dense_delta_input_grad_f64(g, y, NB, K, act, W, F, delta, df)
 
 
 cdef inline void dense_weight_bias_grad(const floating *f, const floating *delta, ptrdiff_t N,

@@ -40,6 +40,7 @@ from fastcnn._validate import (
     INT_MAX,
     cast_real,
     check_bool,
+    check_choice,
     check_dtype,
     check_fraction,
     check_int,
@@ -66,6 +67,25 @@ def _pair(value, name, minimum=1):
         return check_size(value[0], name, minimum), check_size(value[1], name, minimum)
     v = check_size(value, name, minimum)
     return v, v
+
+
+# How Conv2D and Dense draw their starting weights: the paper's eq. (1)-(3),
+# uniform with bounds from fan-in plus fan-out and zero biases (Glorot and
+# Bengio's), or PyTorch's default (kaiming_uniform with a = sqrt(5), which
+# is uniform within 1 / sqrt(fan-in), for weights and biases alike).
+INITS = ("paper", "pytorch")
+
+
+def _initialise(layer, rng, fan_in, fan_out):
+    if layer.init == "pytorch":
+        bound = 1 / np.sqrt(fan_in)
+        for p in layer.params.values():  # weight, then bias
+            p[...] = rng.uniform(-bound, bound, p.shape)
+        return
+    bound = np.sqrt(6.0 / (fan_in + fan_out))
+    layer.params["weight"][...] = rng.uniform(-bound, bound, layer.params["weight"].shape)
+    if "bias" in layer.params:
+        layer.params["bias"][...] = 0
 
 
 class Layer:
@@ -255,9 +275,10 @@ class Conv2D(Layer):
     """
 
     def __init__(self, in_maps, out_maps, kernel_size, activation=None, algorithm="auto",
-                 name=None, stride=1, padding="valid", bias=True):
+                 name=None, stride=1, padding="valid", bias=True, init="paper"):
         super().__init__(name)
         self.bias = check_bool(bias, "bias")
+        self.init = check_choice(init, "init", INITS)
         self.in_maps = check_size(in_maps, "in_maps")
         self.out_maps = check_size(out_maps, "out_maps")
         self.kernel_size = _pair(kernel_size, "kernel_size")
@@ -334,12 +355,10 @@ class Conv2D(Layer):
         return shapes
 
     def reset_parameters(self, rng):
-        """eq. (1)-(2): k ~ U(+-sqrt(6 / ((in_maps + out_maps) kH kW))), b = 0."""
+        """eq. (1)-(2): k ~ U(+-sqrt(6 / ((in_maps + out_maps) kH kW))), b = 0; with
+        init="pytorch", k and b ~ U(+-1 / sqrt(in_maps kH kW)) (PyTorch's default)."""
         kh, kw = self.kernel_size
-        bound = np.sqrt(6.0 / ((self.in_maps + self.out_maps) * kh * kw))
-        self.params["weight"][...] = rng.uniform(-bound, bound, self.params["weight"].shape)
-        if self.bias:
-            self.params["bias"][...] = 0
+        _initialise(self, rng, self.in_maps * kh * kw, self.out_maps * kh * kw)
 
     @property
     def _subsamples(self):
@@ -420,6 +439,8 @@ class Conv2D(Layer):
             config["padding"] = padding
         if not self.bias:
             config["bias"] = False
+        if self.init != "paper":
+            config["init"] = self.init
         return config
 
 
@@ -646,8 +667,9 @@ class Dense(Layer):
     Parameters: weight (out_features, in_features) as W in eq. (12), bias (out_features,).
     """
 
-    def __init__(self, in_features, out_features, activation=None, name=None):
+    def __init__(self, in_features, out_features, activation=None, name=None, init="paper"):
         super().__init__(name)
+        self.init = check_choice(init, "init", INITS)
         self.in_features = check_size(in_features, "in_features")
         self.out_features = check_size(out_features, "out_features")
         self.activation = _check_activation(activation)
@@ -664,10 +686,9 @@ class Dense(Layer):
         return {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
 
     def reset_parameters(self, rng):
-        """eq. (3): W ~ U(+-sqrt(6 / (in_features + out_features))), b = 0."""
-        bound = np.sqrt(6.0 / (self.in_features + self.out_features))
-        self.params["weight"][...] = rng.uniform(-bound, bound, self.params["weight"].shape)
-        self.params["bias"][...] = 0
+        """eq. (3): W ~ U(+-sqrt(6 / (in_features + out_features))), b = 0; with
+        init="pytorch", W and b ~ U(+-1 / sqrt(in_features)) (PyTorch's default)."""
+        _initialise(self, rng, self.in_features, self.out_features)
 
     def scratch(self, rows, train, threads):
         return {"delta": per_sample((self.out_features,))} if train else {}
@@ -690,8 +711,11 @@ class Dense(Layer):
         return f"Dense {self.in_features}->{self.out_features}{act}"
 
     def get_config(self):
-        return {"in_features": self.in_features, "out_features": self.out_features,
-                "activation": self.activation, "name": self.name}
+        config = {"in_features": self.in_features, "out_features": self.out_features,
+                  "activation": self.activation, "name": self.name}
+        if self.init != "paper":
+            config["init"] = self.init
+        return config
 
 
 class _BatchNorm(Layer):

@@ -80,7 +80,7 @@ def lenet5(seed=0, dtype="float32", activation="relu", pooling="max", input_shap
 
 
 def vgg_mini(seed=0, dtype="float32", widths=(16, 32), hidden=256, input_shape=(1, 28, 28),
-             classes=10, normalize=None, algorithm="auto"):
+             classes=10, normalize=None, algorithm="auto", init="pytorch"):
     """A small VGG-style network (Simonyan and Zisserman's 3x3 stacks, with
     Ioffe and Szegedy's batch norm), for each width w of `widths`:
 
@@ -107,6 +107,8 @@ def vgg_mini(seed=0, dtype="float32", widths=(16, 32), hidden=256, input_shape=(
         Start with Normalize(mean, std), so the model takes raw [0, 1]
         pixels (fastcnn.recipes passes the training set's).
     algorithm : for the convolutions (fastcnn.conv_algorithms).
+    init : "pytorch" (the default: PyTorch's initialisation, as the recipe
+        it is trained with) or "paper" (eq. (1)-(3)).
     """
     c, h, w = (check_int(v, "input_shape entries") for v in input_shape)
     widths = [check_int(v, "widths") for v in widths]
@@ -115,12 +117,13 @@ def vgg_mini(seed=0, dtype="float32", widths=(16, 32), hidden=256, input_shape=(
         if h < 2 or w < 2:
             raise ValueError(f"input_shape {tuple(input_shape)} is too small for "
                              f"{len(widths)} blocks that halve it")
-        layers += [Conv2D(c, width, 3, padding=1, bias=False, algorithm=algorithm, name=f"C{i}"),
+        layers += [Conv2D(c, width, 3, padding=1, bias=False, algorithm=algorithm, init=init,
+                          name=f"C{i}"),
                    BatchNorm2D(width, name=f"BN{i}"), ReLU(name=f"R{i}"), MaxPool2D(2, name=f"P{i}")]
         c, h, w = width, h // 2, w // 2
     layers += [Flatten(name="F"), Dense(c * h * w, check_int(hidden, "hidden"), activation="relu",
-                                        name="FC"),
-               Dense(hidden, check_int(classes, "classes"), name="OUT")]
+                                        init=init, name="FC"),
+               Dense(hidden, check_int(classes, "classes"), init=init, name="OUT")]
     return Sequential(layers, input_shape=input_shape, dtype=dtype, seed=seed,
                       loss="cross_entropy")
 

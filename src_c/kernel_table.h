@@ -48,11 +48,11 @@
                         int32_t *arg);                                                         \
     void (*max_unpool##T)(const REAL *g, const int32_t *arg, int C, int H, int W, int OH,      \
                           int OW, REAL *dx);                                                   \
-    /* eq. (12): out = f(W f + b). W (K, F). */                                                \
-    void (*dense_forward##T)(const REAL *f, int F, const REAL *W, int K, const REAL *b,        \
-                             int act, REAL *out);                                              \
-    /* eq. (17), (30): delta = g * f'(z) from y; df = W^T delta (if df is not NULL). */        \
-    void (*dense_delta_input_grad##T)(const REAL *g, const REAL *y, int K, int act,            \
+    /* eq. (12): out = f(W f + b) for NB <= 4 samples (rows of f and out). W (K, F). */       \
+    void (*dense_forward##T)(const REAL *f, int NB, int F, const REAL *W, int K,               \
+                             const REAL *b, int act, REAL *out);                               \
+    /* eq. (17), (30) for NB samples: delta = g * f'(z) from y; df = W^T delta (if not NULL). */\
+    void (*dense_delta_input_grad##T)(const REAL *g, const REAL *y, int NB, int K, int act,    \
                                       const REAL *W, int F, REAL *delta, REAL *df);            \
     /* eq. (19), (24): dW[k] = sum_n delta[n, k] f[n], db[k] = sum_n delta[n, k] for           \
      * k0 <= k < k1, in sample order. */                                                       \

@@ -186,3 +186,26 @@ def test_flatten_is_c_order(rng):
     x = rng.random((2, 3, 4, 4))
     np.testing.assert_array_equal(layer.forward(x), x.reshape(2, -1))
     np.testing.assert_array_equal(layer.backward(x.reshape(2, -1)), x)
+
+
+@pytest.mark.parametrize("F, K", [(12, 7), (13, 9), (33, 17), (70, 11), (1568, 20)])
+def test_dense_result_of_a_sample_does_not_depend_on_its_batch(F, K, dtype, rng, simd):
+    """Samples share passes over W in blocks: a sample's outputs and input
+    gradient are the same bits alone as in any batch (so predictions do not
+    depend on batch_size)."""
+    from fastcnn import _dense
+
+    f, W = rng.random((7, F)).astype(dtype), rng.random((K, F)).astype(dtype)
+    b, g = rng.random(K).astype(dtype), rng.random((7, K)).astype(dtype)
+    out = np.empty((7, K), dtype)
+    _dense.dense_forward(f, W, b, out, 1, 2)
+    df = np.empty_like(f)
+    _dense.dense_backward(f, W, out, g, 1, np.empty_like(W), np.empty(K, dtype), df,
+                          np.empty((7, K), dtype), 2)
+    for i in range(7):
+        one, dfi = np.empty((1, K), dtype), np.empty((1, F), dtype)
+        _dense.dense_forward(f[i:i + 1], W, b, one, 1, 1)
+        _dense.dense_backward(f[i:i + 1], W, one, g[i:i + 1], 1, np.empty_like(W),
+                              np.empty(K, dtype), dfi, np.empty((1, K), dtype), 1)
+        np.testing.assert_array_equal(one[0], out[i])
+        np.testing.assert_array_equal(dfi[0], df[i])

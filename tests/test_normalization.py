@@ -110,12 +110,11 @@ def test_same_bits_for_every_thread_count(algorithm, threads, rng):
 
 def test_torch_parity_of_batch_norm_training_and_inference(rng):
     torch = import_torch()
-    torch.set_default_dtype(torch.float64)
     model = small_net()
     nn = torch.nn
     net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(80, 6), nn.Tanh(),
-                        nn.BatchNorm1d(6), nn.Linear(6, 3))
+                        nn.BatchNorm1d(6), nn.Linear(6, 3)).double()
     p = model.params
     with torch.no_grad():
         net[0].weight.copy_(torch.from_numpy(p["c1.weight"][:, :, ::-1, ::-1].copy()))

@@ -30,7 +30,7 @@ def net_pair(torch, bn=True):
     mods += [nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 5)]
     model = fastcnn.Sequential(layers, input_shape=(1, 8, 8), dtype="float64",
                                loss="cross_entropy", seed=3)
-    net = nn.Sequential(*mods)
+    net = nn.Sequential(*mods).double()
     with torch.no_grad():
         net[0].weight.copy_(torch.from_numpy(model.params["c.weight"][:, :, ::-1, ::-1].copy()))
         net[-1].weight.copy_(torch.from_numpy(model.params["d.weight"]))
@@ -79,7 +79,6 @@ def test_the_recipes_training_equals_pytorchs(rng):
     one-cycle learning rate per step, label smoothing and dropped last
     batches: the same losses and weights as PyTorch, step after step."""
     torch = import_torch()
-    torch.set_default_dtype(torch.float64)
     model, net = net_pair(torch)
     x, y = rng.random((44, 1, 8, 8)), rng.integers(0, 5, 44)
     sgd = optim.SGD(model, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-3,
@@ -108,7 +107,6 @@ def test_the_recipes_training_equals_pytorchs(rng):
 @pytest.mark.parametrize("decoupled", [False, True])
 def test_adam_with_weight_decay_on_the_weights_only(decoupled, rng):
     torch = import_torch()
-    torch.set_default_dtype(torch.float64)
     model, net = net_pair(torch, bn=False)
     x, y = rng.random((24, 1, 8, 8)), rng.integers(0, 5, 24)
     adam = optim.Adam(model, lr=0.01, weight_decay=0.1, decoupled=decoupled,
