@@ -307,8 +307,8 @@ class ProgressBar(Callback):
         from tqdm.auto import tqdm  # here, not at import: it brings in asyncio
 
         run = self.run
-        self._bar = tqdm(total=run.batches.n, desc=f"epoch {epoch}/{run.epochs}", unit="img",
-                         unit_scale=True, leave=True)
+        self._bar = tqdm(total=run.batches.images_per_epoch, desc=f"epoch {epoch}/{run.epochs}",
+                         unit="img", unit_scale=True, leave=True)
 
     def on_batch_end(self, epoch, batch, loss, model):
         if self._bar is None:

@@ -177,6 +177,11 @@ class Batches:
         """The number of images in batch `batch` (from 1) of an epoch."""
         return min(self.rows, self.n - (batch - 1) * self.rows)
 
+    @property
+    def images_per_epoch(self):
+        """The images an epoch trains on (fewer than n with drop_last)."""
+        return min(self.n, self.per_epoch * self.rows)
+
     def fingerprint(self):
         """A cheap check that a resumed fit sees the same data: CRC-32 of the
         targets and of about a thousand evenly spaced images."""
