@@ -949,19 +949,24 @@ class Normalize(Layer):
                               f"of {input_shape[0]} channels")
         return input_shape
 
-    def _per_position(self, values, ndim):
-        return np.asarray(values, self.dtype).reshape((-1,) + (1,) * (ndim - 2))
+    def build(self, input_shape, dtype):
+        shape = super().build(input_shape, dtype)
+        # mean and std shaped to broadcast over a batch (N, C, H, W) or (N, F), once
+        per_position = (-1,) + (1,) * (len(shape) - 1)
+        self._mean = np.asarray(self.mean, self.dtype).reshape(per_position)
+        self._std = np.asarray(self.std, self.dtype).reshape(per_position)
+        return shape
 
     def forward_into(self, x, out, s, threads):
         """(x - mean) / std, channel by channel."""
-        np.subtract(x, self._per_position(self.mean, x.ndim), out=out)
-        np.divide(out, self._per_position(self.std, x.ndim), out=out)
+        np.subtract(x, self._mean, out=out)
+        np.divide(out, self._std, out=out)
         return out
 
     def backward_into(self, x, y, grad, dx, s, threads):
         """dx = dy / std."""
         if dx is not None:
-            np.divide(grad, self._per_position(self.std, grad.ndim), out=dx)
+            np.divide(grad, self._std, out=dx)
         return dx
 
     def describe(self):
