@@ -140,7 +140,7 @@ cdef extern from "kernel_table.h" nogil:
                                        double *dx) noexcept nogil
 
 
-# The table in use: the baseline or the AVX2+FMA kernels (select_isa).
+# The table in use: the baseline, AVX2+FMA or AVX-512 kernels (select_isa).
 cdef const fc_kernel_table *active_kernels() noexcept nogil
 
 

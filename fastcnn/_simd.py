@@ -1,12 +1,18 @@
-"""Which compiled version of the kernels runs: baseline or AVX2+FMA.
+"""Which compiled version of the kernels runs: baseline, AVX2+FMA or AVX-512.
 
 The kernels are compiled for the baseline instruction set of the build (SSE2
-on any x86-64 wheel) and, on x86-64, also for AVX2 + FMA; the faster one is
-chosen at import from what the CPU reports, as NumPy does. FASTCNN_SIMD=
-baseline at import, or set_simd_path("baseline"), forces the portable one
-(the tests use it to check both on one machine). Results of the two differ
-in the last bits (FMA rounds once where SSE2 rounds twice); each is exact to
-the oracle's tolerance and the same for every thread count.
+on any x86-64 wheel) and, on x86-64, also for AVX2 + FMA (x86-64-v3, vectors
+of 8 floats) and AVX-512 F/BW/DQ/VL (x86-64-v4, vectors of 16 floats); the
+widest the CPU runs is chosen at import, as NumPy does. FASTCNN_SIMD= at
+import, or set_simd_path(name), forces a narrower one (the tests use it to
+check every version on one machine).
+
+Results of the versions differ in the last bits: FMA rounds once where SSE2
+rounds twice, and a 16-lane sum splits a dot product differently from an
+8-lane one. Each version is exact to the oracle's tolerance and the same for
+every thread count, so runs are reproducible on machines that choose the
+same version: pin FASTCNN_SIMD=avx2+fma on every worker of a sweep over mixed
+machines to make them all agree bit for bit.
 """
 
 import os
@@ -14,28 +20,36 @@ import warnings
 
 from fastcnn import _kernels
 
+NAMES = tuple(_kernels.LEVELS)  # narrowest first
+
 
 def simd_path():
-    """Name of the kernels in use: "avx2+fma", "baseline", or "avx2+fma (build flags)"."""
+    """Name of the kernels in use: "avx512", "avx2+fma", "baseline", or
+    "avx2+fma (build flags)" when the build's baseline is itself AVX2."""
     return _kernels.active_isa()
 
 
 def available_simd_paths():
     """The paths this CPU and build can run, fastest last."""
-    return ["baseline"] if _kernels.BEST_ISA == "baseline" else ["baseline", _kernels.BEST_ISA]
+    paths = []
+    for name in NAMES:
+        chosen = _kernels.isa_up_to(_kernels.LEVELS[name])
+        if chosen not in paths:
+            paths.append(chosen)
+    return paths
 
 
 def set_simd_path(name):
-    """Use "baseline", "avx2+fma" or "auto" (the fastest this CPU runs)."""
-    if name not in ("auto", "baseline", "avx2+fma"):
-        raise ValueError(f"SIMD path must be 'auto', 'baseline' or 'avx2+fma', got {name!r}")
+    """Use "baseline", "avx2+fma", "avx512" or "auto" (the widest this CPU
+    runs); returns the name of the version now in use."""
+    if name != "auto" and name not in NAMES:
+        raise ValueError(f"SIMD path must be 'auto' or one of {list(NAMES)}, got {name!r}")
     # one table of entry points serves every kernel module (fastcnn/_kernels.pyx)
-    path = _kernels.select_isa(name != "baseline")
-    if name == "avx2+fma" and not path.startswith("avx2"):
-        set_simd_path("auto")
-        raise ValueError("this CPU (or build) has no AVX2+FMA kernels; "
+    level = max(_kernels.LEVELS.values()) if name == "auto" else _kernels.LEVELS[name]
+    if name not in ("auto", "baseline") and not _kernels.isa_up_to(level).startswith(name):
+        raise ValueError(f"this CPU (or build) has no {name} kernels; "
                          f"available: {available_simd_paths()}")
-    return path
+    return _kernels.select_isa(level)
 
 
 def _read_environment():

@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fastcnn import _kernels
+
 
 class Buffer(NamedTuple):
     """What a layer asks for: an array of `shape` per sample (per_sample) or
@@ -97,6 +99,8 @@ class Workspace:
     def __init__(self, layers, output_shape, dtype, rows, train, threads):
         self.rows, self.train, self.threads = rows, train, threads
         self.dtype = np.dtype(dtype)
+        # scratch layouts follow the vector width of the kernels in use
+        self.simd = _kernels.active_isa()
 
         def rows_of(shape, wanted=True):
             return np.empty((rows,) + tuple(shape), self.dtype) if wanted else None
@@ -139,9 +143,9 @@ class WorkspacePool:
     """A model's idle workspaces, lent out to its calls.
 
     `borrow` gives a calling thread a workspace of its own: an idle one that
-    fits (same mode and thread count, room for the batch), or a new one. At
-    most KEEP idle workspaces are kept, each of at most KEEP_BYTES; the
-    others are left to the garbage collector. Thread-safe.
+    fits (same mode, thread count and kernel version, room for the batch), or
+    a new one. At most KEEP idle workspaces are kept, each of at most
+    KEEP_BYTES; the others are left to the garbage collector. Thread-safe.
     """
 
     KEEP = 2
@@ -156,8 +160,9 @@ class WorkspacePool:
     def borrow(self, rows, train, threads):
         """A Workspace for batches of up to `rows` images, for this block only."""
         with self._lock:
-            ws = next((w for w in reversed(self._idle) if w.train == train
-                       and w.threads == threads and w.rows >= rows), None)
+            simd = _kernels.active_isa()
+            ws = next((w for w in reversed(self._idle) if w.train == train and w.threads == threads
+                       and w.rows >= rows and w.simd == simd), None)
             if ws is not None:
                 self._idle.remove(ws)
         if ws is None:

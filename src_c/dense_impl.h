@@ -112,8 +112,20 @@ static void FN(dense_delta_input_grad)(const REAL *g, const REAL *y, int NB, int
                 for (int jb = 0; jb < 4; jb++)
                     FN(vstore)(out + (ptrdiff_t)s * F + j + jb * LANES, acc[s][jb]);
         }
+        /* then one vector at a time: the same sums over k, fewer in flight */
+        const int F1 = F - F % LANES;
+        for (int j = FV; j < F1; j += LANES) {
+            VEC acc[2];
+            for (int s = 0; s < SB; s++) acc[s] = FN(vzero)();
+            for (int k = 0; k < K; k++) {
+                const VEC w = FN(vload)(W + (ptrdiff_t)k * F + j);
+                for (int s = 0; s < SB; s++)
+                    acc[s] = FN(vfma)(acc[s], FN(vset1)(d[(ptrdiff_t)s * K + k]), w);
+            }
+            for (int s = 0; s < SB; s++) FN(vstore)(out + (ptrdiff_t)s * F + j, acc[s]);
+        }
         for (int s = 0; s < SB; s++)
-            for (int j = FV; j < F; j++)
+            for (int j = F1; j < F; j++)
                 out[(ptrdiff_t)s * F + j] = FN(dot_tail)(d + (ptrdiff_t)s * K, 1, W + j, F, K);
     }
 }
@@ -145,10 +157,22 @@ static void FN(dense_weight_bias_grad)(const REAL *f, const REAL *delta, ptrdiff
                 for (int jb = 0; jb < 4; jb++)
                     FN(vstore)(dW + (ptrdiff_t)(ka + kb) * F + j + jb * LANES, acc[kb][jb]);
         }
+        /* then one vector at a time: the same sums over n, fewer in flight */
+        const int F1 = F - F % LANES;
+        for (int j = FV; j < F1; j += LANES) {
+            VEC acc[2];
+            for (int kb = 0; kb < KB; kb++) acc[kb] = FN(vzero)();
+            for (ptrdiff_t n = 0; n < N; n++) {
+                const VEC fv = FN(vload)(f + n * F + j);
+                for (int kb = 0; kb < KB; kb++)
+                    acc[kb] = FN(vfma)(acc[kb], FN(vset1)(delta[n * K + ka + kb]), fv);
+            }
+            for (int kb = 0; kb < KB; kb++) FN(vstore)(dW + (ptrdiff_t)(ka + kb) * F + j, acc[kb]);
+        }
         for (int kb = 0; kb < KB; kb++) {
             const int k = ka + kb;
             REAL *row = dW + (ptrdiff_t)k * F;
-            for (int j = FV; j < F; j++) row[j] = FN(dot_tail)(delta + k, K, f + j, F, (int)N);
+            for (int j = F1; j < F; j++) row[j] = FN(dot_tail)(delta + k, K, f + j, F, (int)N);
             REAL t = 0;
             for (ptrdiff_t n = 0; n < N; n++) t += delta[n * K + k];
             db[k] = t;

@@ -1,11 +1,18 @@
 /* instantiate.h -- every kernel for float (_f32) and double (_f64), with the
- * suffix FC_ISA (the instruction set it is compiled for). Included by
- * kernels.h once per instruction set; not a header to include directly. */
+ * suffix FC_ISA (the instruction set it is compiled for), in vectors of
+ * FC_LANES_F32 floats and FC_LANES_F64 doubles (one register of that set).
+ * With FC_NARROW_ISA defined, NARROW_FN(name) names the same kernel of that
+ * instruction set (shorter vectors), for shapes narrower than one vector.
+ * Included by kernels.h once per instruction set; not a header to include
+ * directly. */
 
 #define REAL float
 #define REAL_DOUBLE 0
-#define LANES 8 /* one AVX2 register */
+#define LANES FC_LANES_F32
 #define FN(name) FC_CAT(FC_CAT(fc_, name), FC_CAT(_f32, FC_ISA))
+#ifdef FC_NARROW_ISA
+#  define NARROW_FN(name) FC_CAT(FC_CAT(fc_, name), FC_CAT(_f32, FC_NARROW_ISA))
+#endif
 #include "vec_impl.h"
 #include "activation_impl.h"
 #include "conv_impl.h"
@@ -17,13 +24,17 @@
 #undef REAL
 #undef REAL_DOUBLE
 #undef FN
+#undef NARROW_FN
 #undef VEC
 #undef LANES
 
 #define REAL double
 #define REAL_DOUBLE 1
-#define LANES 4
+#define LANES FC_LANES_F64
 #define FN(name) FC_CAT(FC_CAT(fc_, name), FC_CAT(_f64, FC_ISA))
+#ifdef FC_NARROW_ISA
+#  define NARROW_FN(name) FC_CAT(FC_CAT(fc_, name), FC_CAT(_f64, FC_NARROW_ISA))
+#endif
 #include "vec_impl.h"
 #include "activation_impl.h"
 #include "conv_impl.h"
@@ -35,5 +46,6 @@
 #undef REAL
 #undef REAL_DOUBLE
 #undef FN
+#undef NARROW_FN
 #undef VEC
 #undef LANES

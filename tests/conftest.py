@@ -17,7 +17,7 @@ if settings is not None:
     settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
-from helpers import REQUIRE
+from helpers import REQUIRE, restore_simd_path
 
 
 def pytest_report_header(config):
@@ -36,17 +36,16 @@ def rng():
     return np.random.default_rng(12345)
 
 
-@pytest.fixture(params=["baseline", "best"])
+@pytest.fixture(params=["baseline", "avx2+fma", "avx512"])
 def simd(request):
-    """Run the test on the portable kernels and on the fastest this CPU has
-    (AVX2+FMA on x86-64), restoring the choice afterwards."""
-    paths = fastcnn.available_simd_paths()
-    if request.param == "best" and len(paths) == 1:
-        pytest.skip("this CPU or build has only the baseline kernels")
+    """Run the test on each version of the kernels this CPU runs (portable,
+    AVX2+FMA, AVX-512), restoring the choice afterwards."""
+    if not any(p.startswith(request.param) for p in fastcnn.available_simd_paths()):
+        pytest.skip(f"this CPU or build has no {request.param} kernels")
     before = fastcnn.simd_path()
-    fastcnn.set_simd_path("baseline" if request.param == "baseline" else "auto")
+    fastcnn.set_simd_path(request.param)
     yield fastcnn.simd_path()
-    fastcnn.set_simd_path("baseline" if before == "baseline" else "auto")
+    restore_simd_path(before)
 
 
 @pytest.fixture

@@ -1,10 +1,13 @@
 """Helpers shared by the tests: the dtype-aware tolerance, and the switch
-that turns 'data or torch missing' skips into failures in CI."""
+that turns 'data or torch missing' skips into failures in CI, the way
+back to a kernel version."""
 
 import os
 
 import numpy as np
 import pytest
+
+import fastcnn
 
 # Agreement with the float64 oracle: the issue's bound for each dtype.
 RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
@@ -43,3 +46,8 @@ def assert_close(actual, desired, dtype=None, rtol=None, scale=None):
     assert actual.shape == desired.shape, f"shape {actual.shape} != {desired.shape}"
     scale = max(float(np.abs(desired).max()) if desired.size else 0.0, scale or 0.0)
     np.testing.assert_allclose(actual.astype(np.float64), desired, rtol=rtol, atol=rtol * scale)
+
+
+def restore_simd_path(before):
+    """Back to the kernel version `before` (a name fastcnn.simd_path() gave)."""
+    fastcnn.set_simd_path(before.split(" ")[0])

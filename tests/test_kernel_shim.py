@@ -7,6 +7,7 @@ import pytest
 
 import fastcnn
 from fastcnn import _activation, _conv, _dense, _im2col, _kernels, _loss, _optim, _pool
+from helpers import restore_simd_path
 
 
 def one_of_each_family(dtype):
@@ -32,12 +33,12 @@ def one_of_each_family(dtype):
 def restore_simd():
     before = fastcnn.simd_path()
     yield
-    fastcnn.set_simd_path("baseline" if before == "baseline" else "auto")
+    restore_simd_path(before)
 
 
 def test_the_active_path_is_held_in_one_place(restore_simd):
-    for name in ("baseline", "auto"):
-        path = fastcnn.set_simd_path(name)
+    for name in ("baseline", "auto", *fastcnn.available_simd_paths()):
+        path = fastcnn.set_simd_path(name.split(" ")[0])
         assert fastcnn.simd_path() == _kernels.active_isa() == path
     assert fastcnn.available_simd_paths()[-1] == _kernels.BEST_ISA
     for module in (_conv, _pool, _activation, _dense, _loss, _optim):
@@ -46,7 +47,7 @@ def test_the_active_path_is_held_in_one_place(restore_simd):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_set_simd_path_switches_every_family_at_once(dtype, restore_simd):
-    if len(fastcnn.available_simd_paths()) == 1 or _kernels.BEST_ISA != "avx2+fma":
+    if "avx2+fma" not in fastcnn.available_simd_paths():
         pytest.skip("needs a CPU with AVX2+FMA and a build with both kernel versions")
     fastcnn.set_simd_path("baseline")
     baseline = one_of_each_family(dtype)
@@ -61,6 +62,46 @@ def test_set_simd_path_switches_every_family_at_once(dtype, restore_simd):
         np.testing.assert_allclose(baseline[family], avx2[family], rtol=tol,
                                    atol=tol * np.abs(baseline[family]).max())
         np.testing.assert_array_equal(baseline[family], again[family])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_avx512_kernels_agree_with_avx2(dtype, restore_simd):
+    if "avx512" not in fastcnn.available_simd_paths():
+        pytest.skip("needs a CPU with AVX-512 (x86-64-v4)")
+    fastcnn.set_simd_path("avx2+fma")
+    avx2 = one_of_each_family(dtype)
+    fastcnn.set_simd_path("avx512")
+    avx512 = one_of_each_family(dtype)
+    for family in avx2:
+        tol = 1e-5 if dtype == "float32" else 1e-12
+        np.testing.assert_allclose(avx512[family], avx2[family], rtol=tol,
+                                   atol=tol * np.abs(avx2[family]).max())
+    if dtype == "float32":
+        # 8x8 output maps are narrower than 16 floats: the AVX2 kernel runs them
+        np.testing.assert_array_equal(avx512["conv"], avx2["conv"])
+
+
+def test_a_workspace_follows_the_path_it_was_sized_for(restore_simd):
+    """Workspace layouts depend on the vector width; a model switched to
+    another path between calls gets workspaces of that path."""
+    paths = [p.split(" ")[0] for p in fastcnn.available_simd_paths()]
+    model = fastcnn.Sequential([fastcnn.layers.Conv2D(2, 8, 3, activation="relu", padding=1,
+                                                      algorithm="direct"),
+                                fastcnn.layers.Flatten(), fastcnn.layers.Dense(8 * 40 * 40, 10)],
+                               input_shape=(2, 40, 40), seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 2, 40, 40)).astype(np.float32)
+    y = rng.integers(0, 10, 3)
+    results = {}
+    for path in paths + paths[::-1]:
+        fastcnn.set_simd_path(path)
+        results.setdefault(path, []).append(
+            (model.predict_proba(x), model.backprop(x, y),
+             model.layers[0].grads["weight"].copy()))
+    for (p1, l1, g1), (p2, l2, g2) in results.values():
+        np.testing.assert_array_equal(p1, p2)
+        assert l1 == l2
+        np.testing.assert_array_equal(g1, g2)
 
 
 def test_activation_codes_are_the_c_enum():

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import fastcnn
 import oracle
-from helpers import assert_close
+from helpers import assert_close, restore_simd_path
 
 # (N, in_maps, out_maps, H, W, KH, KW): the paper's two layers, 5x5 on widths
 # below, at and above the 8-column block, non-square images and kernels,
@@ -84,14 +84,14 @@ def conv_shapes(draw):
 
 @given(shape=conv_shapes(), dtype=st.sampled_from(["float32", "float64"]),
        activation=st.sampled_from(["sigmoid", None]), seed=st.integers(0, 2**32 - 1),
-       path=st.sampled_from(["baseline", "auto"]))
+       path=st.sampled_from([p.split(" ")[0] for p in fastcnn.available_simd_paths()]))
 def test_conv_matches_oracle_random_shapes(shape, dtype, activation, seed, path):
     before = fastcnn.simd_path()
     fastcnn.set_simd_path(path)
     try:
         check_conv(shape, np.dtype(dtype), np.random.default_rng(seed), activation)
     finally:
-        fastcnn.set_simd_path("baseline" if before == "baseline" else "auto")
+        restore_simd_path(before)
 
 
 def test_first_layer_skips_input_gradient(rng):
