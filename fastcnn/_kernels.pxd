@@ -56,6 +56,32 @@ cdef extern from "kernel_table.h" nogil:
                                              float *dk) noexcept nogil
         void (*conv_wgrad_from_partials_f64)(const double *g, int M, int C, int KH, int KW, int OW,
                                              double *dk) noexcept nogil
+        int (*conv_maps_round_f32)(int n) noexcept nogil
+        void (*conv_maps_weights_f32)(const float *k, const float *bias, int M, int C, int KH, int KW,
+                                     int input_grad, float *wT) noexcept nogil
+        void (*conv_maps_forward_f32)(const float *x, int C, int H, int W, const float *wT, int M,
+                                     int KH, int KW, int s, int act, float *out) noexcept nogil
+        void (*conv_maps_backward_f32)(const float *x, int C, int H, int W, const float *wTdx, int M,
+                                      int KH, int KW, int s, const float *y, const float *g, int act,
+                                      float *ws, float *gk, float *db, float *dx) noexcept nogil
+        ptrdiff_t (*conv_maps_ws_size_f32)(int M, int H, int W, int KH, int KW, int OH,
+                                          int OW) noexcept nogil
+        ptrdiff_t (*conv_maps_wgrad_size_f32)(int M, int C, int KH, int KW) noexcept nogil
+        void (*conv_maps_wgrad_from_partials_f32)(const float *g, int M, int C, int KH, int KW,
+                                                 float *dk) noexcept nogil
+        int (*conv_maps_round_f64)(int n) noexcept nogil
+        void (*conv_maps_weights_f64)(const double *k, const double *bias, int M, int C, int KH, int KW,
+                                     int input_grad, double *wT) noexcept nogil
+        void (*conv_maps_forward_f64)(const double *x, int C, int H, int W, const double *wT, int M,
+                                     int KH, int KW, int s, int act, double *out) noexcept nogil
+        void (*conv_maps_backward_f64)(const double *x, int C, int H, int W, const double *wTdx, int M,
+                                      int KH, int KW, int s, const double *y, const double *g, int act,
+                                      double *ws, double *gk, double *db, double *dx) noexcept nogil
+        ptrdiff_t (*conv_maps_ws_size_f64)(int M, int H, int W, int KH, int KW, int OH,
+                                          int OW) noexcept nogil
+        ptrdiff_t (*conv_maps_wgrad_size_f64)(int M, int C, int KH, int KW) noexcept nogil
+        void (*conv_maps_wgrad_from_partials_f64)(const double *g, int M, int C, int KH, int KW,
+                                                 double *dk) noexcept nogil
         void (*sum_samples_f32)(const float *ws, ptrdiff_t N, ptrdiff_t E, ptrdiff_t e0,
                                 ptrdiff_t e1, float *out) noexcept nogil
         void (*sum_samples_f64)(const double *ws, ptrdiff_t N, ptrdiff_t E, ptrdiff_t e0,
@@ -207,6 +233,67 @@ cdef inline void conv_wgrad_from_partials(const floating *g, int M, int C, int K
         active_kernels().conv_wgrad_from_partials_f32(g, M, C, KH, KW, OW, dk)
     else:
         active_kernels().conv_wgrad_from_partials_f64(g, M, C, KH, KW, OW, dk)
+
+
+# The convolution with maps in the vector lanes (src_c/conv_maps_impl.h).
+cdef inline int conv_maps_round(int n, floating dtype=0) noexcept nogil:
+    if floating is float:
+        return active_kernels().conv_maps_round_f32(n)
+    else:
+        return active_kernels().conv_maps_round_f64(n)
+
+
+cdef inline void conv_maps_weights(const floating *k, const floating *bias, int M, int C, int KH,
+                                   int KW, int input_grad, floating *wT) noexcept nogil:
+    if floating is float:
+        active_kernels().conv_maps_weights_f32(k, bias, M, C, KH, KW, input_grad, wT)
+    else:
+        active_kernels().conv_maps_weights_f64(k, bias, M, C, KH, KW, input_grad, wT)
+
+
+cdef inline void conv_maps_forward(const floating *x, int C, int H, int W, const floating *wT,
+                                   int M, int KH, int KW, int s, int act,
+                                   floating *out) noexcept nogil:
+    if floating is float:
+        active_kernels().conv_maps_forward_f32(x, C, H, W, wT, M, KH, KW, s, act, out)
+    else:
+        active_kernels().conv_maps_forward_f64(x, C, H, W, wT, M, KH, KW, s, act, out)
+
+
+cdef inline void conv_maps_backward(const floating *x, int C, int H, int W, const floating *wTdx,
+                                    int M, int KH, int KW, int s, const floating *y,
+                                    const floating *g, int act, floating *ws, floating *gk,
+                                    floating *db, floating *dx) noexcept nogil:
+    if floating is float:
+        active_kernels().conv_maps_backward_f32(x, C, H, W, wTdx, M, KH, KW, s, y, g, act, ws,
+                                                gk, db, dx)
+    else:
+        active_kernels().conv_maps_backward_f64(x, C, H, W, wTdx, M, KH, KW, s, y, g, act, ws,
+                                                gk, db, dx)
+
+
+cdef inline ptrdiff_t conv_maps_ws_size(int M, int H, int W, int KH, int KW, int OH, int OW,
+                                        floating dtype=0) noexcept nogil:
+    if floating is float:
+        return active_kernels().conv_maps_ws_size_f32(M, H, W, KH, KW, OH, OW)
+    else:
+        return active_kernels().conv_maps_ws_size_f64(M, H, W, KH, KW, OH, OW)
+
+
+cdef inline ptrdiff_t conv_maps_wgrad_size(int M, int C, int KH, int KW,
+                                           floating dtype=0) noexcept nogil:
+    if floating is float:
+        return active_kernels().conv_maps_wgrad_size_f32(M, C, KH, KW)
+    else:
+        return active_kernels().conv_maps_wgrad_size_f64(M, C, KH, KW)
+
+
+cdef inline void conv_maps_wgrad_from_partials(const floating *g, int M, int C, int KH, int KW,
+                                               floating *dk) noexcept nogil:
+    if floating is float:
+        active_kernels().conv_maps_wgrad_from_partials_f32(g, M, C, KH, KW, dk)
+    else:
+        active_kernels().conv_maps_wgrad_from_partials_f64(g, M, C, KH, KW, dk)
 
 
 cdef inline void sum_samples(const floating *ws, ptrdiff_t N, ptrdiff_t E, ptrdiff_t e0,

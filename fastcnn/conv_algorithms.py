@@ -2,7 +2,7 @@
 
     direct   the sums of eq. (5), (39), (49) of Zhang's "Derivation of
              Backpropagation in Convolutional Neural Network", in
-             register-tiled C kernels (fastcnn._conv);
+             register-tiled C kernels (fastcnn._conv), with a stride;
     im2col   section 3 of Wang's "Forward and Backward Propagation of
              Convolutional Layer", as Caffe does it: the input is reorganised
              into columns so that the convolution is one matrix product,
@@ -107,33 +107,78 @@ def _delta(y, grad, act, threads, out):
 
 
 # ------------------------------------------------------------------ direct
-def _direct_scratch(shape, act, rows, train, threads):
-    # What the backward kernel needs, in its layouts: delta, one per thread
-    # (zero padding that is never written), and one slot of weight-gradient
-    # partial sums per sample, summed afterwards in sample order.
-    if not train:
-        return {}
+# Two families of C kernels compute the same sums: pixels of one map in the
+# vector lanes (src_c/conv_impl.h), for wide maps and few input maps, and
+# neighbouring maps in the lanes (src_c/conv_maps_impl.h), for narrow maps,
+# deep layers and strides. Which one runs is a rule of the layer's shape
+# (never a timing), chosen for the forward and the backward pass separately;
+# the thresholds are medians measured on AVX2 and AVX-512 (benchmarks/README.md).
+# Narrower than this, the pixel kernels fall back to one output at a time.
+PIXEL_KERNEL_MIN_WIDTH = 8
+# Terms per output (in_maps x KH x KW) from which the maps kernel's forward wins.
+MAPS_FORWARD_MIN_TERMS = 32
+# in_maps x out_maps from which its backward pass wins.
+MAPS_BACKWARD_MIN_PAIRS = 512
+
+
+def uses_maps_kernel(shape, backward=False):
+    """Whether the direct algorithm runs the maps-in-lanes kernels for this
+    ConvShape's forward (or backward) pass; always for a stride."""
     m, oh, ow = shape.inner
-    per_thread, per_sample_sums = _conv.workspace_sizes(m, shape.in_maps, shape.kh, shape.kw,
-                                                         oh, ow, shape.dtype.name)
-    return {"delta_ws": whole((threads, per_thread), zero=True),
-            "wgrad_parts": per_sample((per_sample_sums,)),
-            "bgrad_parts": per_sample((m,)),
-            "wgrad_sum": whole((per_sample_sums,))}
+    if shape.stride > 1:
+        return True
+    if backward:
+        return shape.in_maps * shape.out_maps >= MAPS_BACKWARD_MIN_PAIRS
+    return ow < PIXEL_KERNEL_MIN_WIDTH or \
+        shape.in_maps * shape.kh * shape.kw >= MAPS_FORWARD_MIN_TERMS
+
+
+def _direct_scratch(shape, act, rows, train, threads):
+    # The maps kernels' rearranged weights; for the backward pass, what its
+    # kernel needs in its layouts: delta, one per thread (zero padding that is
+    # never written), and one slot of weight-gradient partial sums per sample,
+    # summed afterwards in sample order.
+    m = shape.out_maps
+    need = {}
+    maps = _conv.maps_sizes(m, shape.in_maps, shape.kh, shape.kw, shape.height, shape.width,
+                            shape.stride, shape.dtype.name)
+    if uses_maps_kernel(shape):
+        need["weights_by_maps"] = whole((maps[0],))
+    if not train:
+        return need
+    if uses_maps_kernel(shape, backward=True):
+        _, dx_weights, per_thread, per_sample_sums = maps
+        need["input_grad_weights"] = whole((dx_weights,))
+    else:
+        _, oh, ow = shape.inner
+        per_thread, per_sample_sums = _conv.workspace_sizes(m, shape.in_maps, shape.kh,
+                                                             shape.kw, oh, ow, shape.dtype.name)
+    need.update(delta_ws=whole((threads, per_thread), zero=True),
+                wgrad_parts=per_sample((per_sample_sums,)), bgrad_parts=per_sample((m,)),
+                wgrad_sum=whole((per_sample_sums,)))
+    return need
 
 
 def direct_forward(x, weight, bias, act, stride, out, s, threads):
     """eq. (4)-(5): the fused kernel, out = f(x * k + b)."""
-    _conv.conv_forward(x, weight, bias, out, act, threads)
+    if hasattr(s, "weights_by_maps"):
+        _conv.conv_maps_forward(x, weight, bias, s.weights_by_maps, out, stride, act, threads)
+    else:
+        _conv.conv_forward(x, weight, bias, out, act, threads)
 
 
 def direct_backward(x, weight, y, grad, act, stride, dweight, dbias, dx, s, threads):
     """eq. (37)-(45), (39)-(40), (49)-(51) in one fused kernel per sample."""
-    _conv.conv_backward(x, weight, y, grad, act, dweight, dbias, dx, s.delta_ws,
-                        s.wgrad_parts, s.bgrad_parts, s.wgrad_sum, threads)
+    if hasattr(s, "input_grad_weights"):
+        _conv.conv_maps_backward(x, weight, y, grad, stride, act, dweight, dbias, dx,
+                                 s.input_grad_weights, s.delta_ws, s.wgrad_parts, s.bgrad_parts,
+                                 s.wgrad_sum, threads)
+    else:
+        _conv.conv_backward(x, weight, y, grad, act, dweight, dbias, dx, s.delta_ws,
+                            s.wgrad_parts, s.bgrad_parts, s.wgrad_sum, threads)
 
 
-DIRECT = Algorithm("direct", False, _direct_scratch, direct_forward, direct_backward)
+DIRECT = Algorithm("direct", True, _direct_scratch, direct_forward, direct_backward)
 
 
 # ------------------------------------------------------------------ im2col
@@ -424,12 +469,13 @@ def choose(shape):
     interpolated in log-log space at the geometric-mean image size
     sqrt(H W), kernel size sqrt(KH KW) and maps sqrt(in out). The fastest
     predicted algorithm wins, if it beats direct by SWITCH_GAIN. A strided
-    convolution gets im2col, the one that computes only the strided positions.
+    convolution gets direct, whose maps kernels compute only the strided
+    positions.
     """
     from fastcnn import _crossover as table  # a table of numbers, read when first needed
 
     if shape.stride > 1:
-        return "im2col"
+        return "direct"
     point = (0.5 * math.log(shape.height * shape.width), 0.5 * math.log(shape.kh * shape.kw),
              0.5 * math.log(shape.in_maps * shape.out_maps))
     axes = [[math.log(v) for v in values] for values in (table.SIZES, table.KERNELS, table.MAPS)]

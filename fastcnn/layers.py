@@ -362,8 +362,8 @@ class Conv2D(Layer):
 
     @property
     def _subsamples(self):
-        # direct and FFT compute every position and keep each stride-th;
-        # im2col computes only those
+        # FFT computes every position and keeps each stride-th; direct and
+        # im2col compute only those
         return self.stride > 1 and not self._algorithm.native_stride
 
     def scratch(self, rows, train, threads):

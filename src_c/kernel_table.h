@@ -36,6 +36,22 @@
     /* dk (M, C, KH, KW) from the partials summed over the batch. */                           \
     void (*conv_wgrad_from_partials##T)(const REAL *g, int M, int C, int KH, int KW, int OW,   \
                                         REAL *dk);                                             \
+    /* The same layer with maps in the vector lanes and a stride s (conv_maps_impl.h):        \
+     * n rounded up to whole vectors; the weights rearranged (wT, forward or input-gradient   \
+     * layout); forward; backward (delta, db, weight-gradient partials, dx if not NULL);      \
+     * the sizes of its per-thread workspace and per-sample partials; dk from the partials. */ \
+    int (*conv_maps_round##T)(int n);                                                          \
+    void (*conv_maps_weights##T)(const REAL *k, const REAL *bias, int M, int C, int KH,        \
+                                 int KW, int input_grad, REAL *wT);                            \
+    void (*conv_maps_forward##T)(const REAL *x, int C, int H, int W, const REAL *wT, int M,    \
+                                 int KH, int KW, int s, int act, REAL *out);                   \
+    void (*conv_maps_backward##T)(const REAL *x, int C, int H, int W, const REAL *wTdx,        \
+                                  int M, int KH, int KW, int s, const REAL *y, const REAL *g,  \
+                                  int act, REAL *ws, REAL *gk, REAL *db, REAL *dx);            \
+    ptrdiff_t (*conv_maps_ws_size##T)(int M, int H, int W, int KH, int KW, int OH, int OW);    \
+    ptrdiff_t (*conv_maps_wgrad_size##T)(int M, int C, int KH, int KW);                        \
+    void (*conv_maps_wgrad_from_partials##T)(const REAL *g, int M, int C, int KH, int KW,      \
+                                             REAL *dk);                                        \
     /* out[e] = sum_{n<N} ws[n, e] for e0 <= e < e1, in sample order. */                       \
     void (*sum_samples##T)(const REAL *ws, ptrdiff_t N, ptrdiff_t E, ptrdiff_t e0,             \
                            ptrdiff_t e1, REAL *out);                                           \

@@ -105,6 +105,13 @@
     .conv_ws_delta_size##T = fc_conv_ws_delta_size##T##ISA,            \
     .conv_ws_wgrad_size##T = fc_conv_ws_wgrad_size##T##ISA,            \
     .conv_wgrad_from_partials##T = fc_conv_wgrad_from_partials##T##ISA, \
+    .conv_maps_round##T = fc_conv_maps_round##T##ISA,                  \
+    .conv_maps_weights##T = fc_conv_maps_weights##T##ISA,              \
+    .conv_maps_forward##T = fc_conv_maps_forward##T##ISA,              \
+    .conv_maps_backward##T = fc_conv_maps_backward##T##ISA,            \
+    .conv_maps_ws_size##T = fc_conv_maps_ws_size##T##ISA,              \
+    .conv_maps_wgrad_size##T = fc_conv_maps_wgrad_size##T##ISA,        \
+    .conv_maps_wgrad_from_partials##T = fc_conv_maps_wgrad_from_partials##T##ISA, \
     .sum_samples##T = fc_sum_samples##T##ISA,                          \
     .mean_pool##T = fc_mean_pool##T##ISA,                              \
     .mean_upsample##T = fc_mean_upsample##T##ISA,                      \
