@@ -383,15 +383,36 @@ class Conv2D(Layer):
 
     def forward_into(self, x, out, s, threads):
         """x (N, in_maps, H, W) -> C (N, out_maps, OH, OW), eq. (4)-(5), (7)-(8)."""
+        bias = self.params["bias"] if self.bias else self._zero_bias
+        return self._forward_with(x, out, s, threads, self.params["weight"], bias, self.act)
+
+    def forward_folded_into(self, x, out, s, threads, norm, act):
+        """Inference through this layer (no activation of its own), the
+        BatchNorm2D `norm` that follows it and the activation code `act`, in
+        one pass: at inference batch norm is an affine map per output map
+        (Ioffe and Szegedy, "Batch Normalization", section 3.2), so it
+        folds into the kernels and bias,
+
+            k'_q = k_q g_q,   b'_q = (b_q - mean_q) g_q + beta_q,   g_q = gamma_q / sqrt(var_q + eps)
+
+        and the activation runs in the convolution kernel. Equal to the three
+        layers in turn up to rounding."""
+        g = norm.params["weight"] / np.sqrt(norm.buffers["running_var"].astype(np.float64)
+                                            + norm.eps)
+        bias = self.params["bias"] if self.bias else 0
+        folded_bias = ((bias - norm.buffers["running_mean"]) * g + norm.params["bias"])
+        folded = self.params["weight"] * g[:, None, None, None]
+        return self._forward_with(x, out, s, threads, folded.astype(self.dtype),
+                                  folded_bias.astype(self.dtype), act)
+
+    def _forward_with(self, x, out, s, threads, weight, bias, act):
         top, _, left, _ = self._pads
         xp = x
         if any(self._pads):
             xp = s.padded
             xp[:, :, top : top + x.shape[2], left : left + x.shape[3]] = x
         inner = s.inner if self._subsamples else out
-        bias = self.params["bias"] if self.bias else self._zero_bias
-        self._algorithm.forward(xp, self.params["weight"], bias, self.act, self.stride, inner, s,
-                                threads)
+        self._algorithm.forward(xp, weight, bias, act, self.stride, inner, s, threads)
         if self._subsamples:
             st = self.stride
             out[...] = inner[:, :, ::st, ::st][:, :, : out.shape[2], : out.shape[3]]

@@ -32,7 +32,17 @@ from fastcnn._validate import (
     check_targets,
 )
 from fastcnn._workspace import Workspace, WorkspacePool
-from fastcnn.layers import Conv2D, Dense, Flatten, Layer, MeanPool2D, layers_from_config
+from fastcnn.layers import (
+    ACTIVATION_CODES,
+    Activation,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Flatten,
+    Layer,
+    MeanPool2D,
+    layers_from_config,
+)
 
 # Default names follow the paper's letters: C for convolution, S for
 # subsampling (pooling), F for fully connected.
@@ -119,6 +129,7 @@ class Sequential:
                 layer.unbuild(name)
             raise
         self._gather_parameters()
+        self._folds = _inference_folds(self.layers)
         self.lock = SharedLock()
         # the pool makes workspaces from the layers, not from the model: it
         # must not keep the model alive (a reference cycle)
@@ -241,11 +252,25 @@ class Sequential:
         return Workspace(self.layers, self.output_shape, self.dtype, check_int(rows, "rows"),
                          bool(train), _threads.resolve(threads))
 
-    def _forward_pass(self, x, p, threads):
-        """Section 1, feedforward, through the Pass p; returns the output."""
-        for i, layer in enumerate(self.layers):
+    def _forward_pass(self, x, p, threads, fold=False):
+        """Section 1, feedforward, through the Pass p; returns the output.
+        With fold=True (inference, when no layer's own output is wanted),
+        each Conv2D -> BatchNorm2D [-> activation] runs as one convolution
+        (Conv2D.forward_folded_into)."""
+        i = 0
+        while i < len(self.layers):
+            layer = self.layers[i]
             p.xs[i] = x
+            folding = self._folds.get(i) if fold and not p.scratch[i].train else None
+            if folding:
+                last, act = folding
+                x = layer.forward_folded_into(x, p.out[i], p.scratch[i], threads,
+                                              self.layers[i + 1], act)
+                p.ys[i : last + 1] = [None] * (last - i) + [x]
+                i = last + 1
+                continue
             x = p.ys[i] = layer.forward_into(x, p.out[i], p.scratch[i], threads)
+            i += 1
         return x
 
     def _backward_pass(self, grad, p, threads):
@@ -293,7 +318,8 @@ class Sequential:
         with lock:
             self.check_parameters()
             with self._workspaces.borrow(x.shape[0], bool(training), threads) as ws:
-                return self._forward_pass(x, ws.at(x.shape[0]), threads).copy()
+                return self._forward_pass(x, ws.at(x.shape[0]), threads,
+                                          fold=not training).copy()
 
     def activations(self, x):
         """Every layer's output for images x (N, C, H, W), in layer order:
@@ -424,7 +450,7 @@ class Sequential:
                 for start in range(0, n, batch_size):
                     xb = np.ascontiguousarray(x[start : start + batch_size], dtype=self.dtype)
                     out[start : start + batch_size] = self._forward_pass(xb, ws.at(xb.shape[0]),
-                                                                         threads)
+                                                                         threads, fold=True)
         return out
 
     def predict_proba(self, x, batch_size=256):
@@ -523,3 +549,21 @@ def seed_cnn(seed=0, dtype="float32", algorithm="auto"):
         dtype=dtype,
         seed=seed,
     )
+
+
+def _inference_folds(layers):
+    """{i: (last, act)}: layers i..last are a Conv2D without activation, the
+    BatchNorm2D of its maps and, if one follows, an element-wise activation
+    (code act, else 0), which inference runs as one convolution."""
+    folds = {}
+    for i, layer in enumerate(layers[:-1]):
+        norm = layers[i + 1]
+        if not (isinstance(layer, Conv2D) and layer.activation is None
+                and type(norm) is BatchNorm2D and norm.maps == layer.out_maps):
+            continue
+        after = layers[i + 2] if i + 2 < len(layers) else None
+        if isinstance(after, Activation) and after.function in ACTIVATION_CODES:
+            folds[i] = (i + 2, ACTIVATION_CODES[after.function])
+        else:
+            folds[i] = (i + 1, 0)
+    return folds

@@ -248,3 +248,40 @@ def test_normalize_travels_with_the_model(tmp_path, rng):
         fastcnn.Normalize(0.0, 0.0)
     with pytest.raises(ValueError, match="3 channels"):
         fastcnn.Sequential([fastcnn.Normalize([0, 0], [1, 1])], input_shape=(3, 2, 2))
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", None])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_inference_folds_batch_norm_into_the_convolution(activation, bias, dtype, rng):
+    """predict runs Conv2D -> BatchNorm2D -> activation as one convolution
+    with folded kernels; the layers one by one (activations()) agree."""
+    L = fastcnn.layers
+    tail = [{"relu": L.ReLU, "sigmoid": L.Sigmoid}[activation]()] if activation else []
+    model = fastcnn.Sequential(
+        [L.Conv2D(3, 16, 3, padding=1, bias=bias, stride=1), L.BatchNorm2D(16), *tail,
+         L.Conv2D(16, 8, 3, stride=2, bias=bias), L.BatchNorm2D(8), L.Flatten(),
+         L.Dense(8 * 4 * 4, 5)], input_shape=(3, 10, 10), dtype=dtype, loss="cross_entropy")
+    assert set(model._folds) == {0, 2 + len(tail)}
+    x = rng.random((7, 3, 10, 10)).astype(dtype)
+    y = rng.integers(0, 5, 7)
+    model.fit(x, y, epochs=2, batch_size=4, progress=False)  # running estimates move off 0, 1
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNorm2D):
+            layer.params["weight"][...] = rng.uniform(0.5, 2, layer.maps)
+            layer.params["bias"][...] = rng.uniform(-1, 1, layer.maps)
+    one_by_one = model.activations(x)[model.layers[-1].name]
+    folded = model.forward(x)
+    assert not np.array_equal(folded, one_by_one) or dtype == "float64"
+    assert_close(folded, one_by_one, dtype, rtol=1e-5 if dtype == "float32" else 1e-12)
+    np.testing.assert_array_equal(model.predict_proba(x).argmax(1), model.predict(x))
+
+
+def test_only_conv_batch_norm_pairs_fold():
+    L = fastcnn.layers
+    model = fastcnn.Sequential(
+        [L.Conv2D(1, 4, 3, activation="relu"), L.BatchNorm2D(4),  # conv has its own activation
+         L.Conv2D(4, 4, 3), L.ReLU(), L.BatchNorm2D(4),  # activation between them
+         L.Conv2D(4, 4, 3), L.BatchNorm2D(4), L.Tanh(), L.Flatten(), L.Dense(4 * 4 * 4, 2)],
+        input_shape=(1, 10, 10))
+    assert model._folds == {5: (7, fastcnn._kernels.ACTIVATION_CODES["tanh"])}
