@@ -42,7 +42,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from fastcnn import _activation, _blas, _conv, _im2col, _optional, _tasks
+from fastcnn import _activation, _blas, _conv, _im2col, _kernels, _optional, _tasks
 from fastcnn._workspace import per_sample, whole
 
 ALGORITHMS = ("direct", "im2col", "fft", "auto")
@@ -459,13 +459,21 @@ def _interpolate(cube, axes, point):
 SWITCH_GAIN = 1.1
 
 
+def _table_for(tables):
+    """The measured table of the kernel version in use; the portable
+    kernels, measured nowhere, take the nearest (AVX2's)."""
+    active = _kernels.active_isa().split(" ")[0]
+    return tables.get(active) or tables.get("avx2+fma") or next(iter(tables.values()))
+
+
 def choose(shape):
     """The algorithm "auto" uses for a convolution of ConvShape `shape`.
 
     A rule of the shape only, never a timing at run time, so that a model
     computes the same bits on every run: the measured crossover table
     fastcnn/_crossover.py (median times of the three algorithms over image
-    size, kernel size and maps, from benchmarks/test_sweep.py) is
+    size, kernel size and maps, from benchmarks/test_sweep.py, for the
+    kernel version in use: AVX-512 and AVX2 trade places on some shapes) is
     interpolated in log-log space at the geometric-mean image size
     sqrt(H W), kernel size sqrt(KH KW) and maps sqrt(in out). The fastest
     predicted algorithm wins, if it beats direct by SWITCH_GAIN. A strided
@@ -479,7 +487,8 @@ def choose(shape):
     point = (0.5 * math.log(shape.height * shape.width), 0.5 * math.log(shape.kh * shape.kw),
              0.5 * math.log(shape.in_maps * shape.out_maps))
     axes = [[math.log(v) for v in values] for values in (table.SIZES, table.KERNELS, table.MAPS)]
-    predicted = {name: _interpolate(cube, axes, point) for name, cube in table.LOG_SECONDS.items()}
+    predicted = {name: _interpolate(cube, axes, point)
+                 for name, cube in _table_for(table.LOG_SECONDS).items()}
     other = min(("im2col", "fft"), key=predicted.__getitem__)
     # Leave the direct kernels (exact to the oracle's tightest tolerance, and
     # the steadiest to time) only for a clear win: near ties are noise.
