@@ -20,22 +20,24 @@
  */
 
 /* In the AVX-512 kernels (16 floats a vector) a layer whose output maps are
- * narrower than one vector runs the AVX2 kernels (8 floats) instead,
- * NARROW_FN: their tiles fit such maps, where 16-lane tiles would leave
- * lanes idle or fall back to one output at a time. The choice depends on
- * the layer's shape only, so forward, backward and the workspace sizes of
- * one layer always agree on it. */
+ * narrower than one vector, or that has at most half a vector of output
+ * maps, runs the AVX2 kernels (8 floats) instead, NARROW_FN: their tiles fit
+ * such maps, where 16-lane tiles would leave lanes idle (the weight gradient
+ * of the paper's C1, 6 maps, filled 6 of 16 lanes and ran 2x slower) or fall
+ * back to one output at a time. The choice depends on the layer's shape
+ * only, so forward, backward and the workspace sizes of one layer always
+ * agree on it. */
 #undef FC_CONV_NARROW
 #undef FC_CONV_NARROW_VOID
 #ifdef NARROW_FN
-FC_INLINE int FN(conv_narrow)(int OW) { return OW < LANES; }
-#  define FC_CONV_NARROW(OW, call) \
-    if (FN(conv_narrow)(OW)) return NARROW_FN call
-#  define FC_CONV_NARROW_VOID(OW, call) \
-    if (FN(conv_narrow)(OW)) { NARROW_FN call; return; }
+FC_INLINE int FN(conv_narrow)(int M, int OW) { return OW < LANES || 2 * M <= LANES; }
+#  define FC_CONV_NARROW(M, OW, call) \
+    if (FN(conv_narrow)(M, OW)) return NARROW_FN call
+#  define FC_CONV_NARROW_VOID(M, OW, call) \
+    if (FN(conv_narrow)(M, OW)) { NARROW_FN call; return; }
 #else
-#  define FC_CONV_NARROW(OW, call) (void)0
-#  define FC_CONV_NARROW_VOID(OW, call) (void)0
+#  define FC_CONV_NARROW(M, OW, call) (void)0
+#  define FC_CONV_NARROW_VOID(M, OW, call) (void)0
 #endif
 
 /* ------------------------------------------------------------------------
@@ -141,7 +143,7 @@ FC_INLINE void FN(conv_map)(const REAL *x, int C, int H, int W, const REAL *k,
 static void FN(conv_forward)(const REAL *x, int C, int H, int W, const REAL *k, int M,
                              int KH, int KW, const REAL *bias, int act, REAL *out)
 {
-    FC_CONV_NARROW_VOID(W - KW + 1, (conv_forward)(x, C, H, W, k, M, KH, KW, bias, act, out));
+    FC_CONV_NARROW_VOID(M, W - KW + 1, (conv_forward)(x, C, H, W, k, M, KH, KW, bias, act, out));
     const ptrdiff_t OHW = (ptrdiff_t)(H - KH + 1) * (W - KW + 1);
     for (int q = 0; q < M; q++) {
         const REAL *kq = k + (ptrdiff_t)q * C * KH * KW;
@@ -172,7 +174,7 @@ FC_INLINE int FN(wgrad_by_maps)(int M, int OW) { return 2 * M >= LANES || OW < 2
 
 static ptrdiff_t FN(conv_ws_delta_size)(int M, int OH, int OW, int KH)
 {
-    FC_CONV_NARROW(OW, (conv_ws_delta_size)(M, OH, OW, KH));
+    FC_CONV_NARROW(M, OW, (conv_ws_delta_size)(M, OH, OW, KH));
     return (ptrdiff_t)M * (OH + 2 * (KH - 1)) * FN(round_lanes)(OW) +
            (FN(wgrad_by_maps)(M, OW) ? (ptrdiff_t)OH * OW * FN(round_lanes)(M) : 0);
 }
@@ -180,7 +182,7 @@ static ptrdiff_t FN(conv_ws_delta_size)(int M, int OH, int OW, int KH)
 /* Elements of one sample's weight-gradient partial sums (see conv_wgrad_from_partials). */
 static ptrdiff_t FN(conv_ws_wgrad_size)(int M, int C, int KH, int KW, int OW)
 {
-    FC_CONV_NARROW(OW, (conv_ws_wgrad_size)(M, C, KH, KW, OW));
+    FC_CONV_NARROW(M, OW, (conv_ws_wgrad_size)(M, C, KH, KW, OW));
     return (ptrdiff_t)C * KH * KW * (FN(wgrad_by_maps)(M, OW) ? FN(round_lanes)(M) : M);
 }
 
@@ -326,7 +328,7 @@ FC_INLINE void FN(wgrad_by_maps_body)(const REAL *x, int C, int H, int W, const 
 static void FN(conv_wgrad_from_partials)(const REAL *g, int M, int C, int KH, int KW, int OW,
                                          REAL *dk)
 {
-    FC_CONV_NARROW_VOID(OW, (conv_wgrad_from_partials)(g, M, C, KH, KW, OW, dk));
+    FC_CONV_NARROW_VOID(M, OW, (conv_wgrad_from_partials)(g, M, C, KH, KW, OW, dk));
     const ptrdiff_t E = (ptrdiff_t)M * C * KH * KW;
     if (!FN(wgrad_by_maps)(M, OW)) {
         memcpy(dk, g, sizeof(REAL) * (size_t)E);
@@ -437,7 +439,7 @@ static void FN(conv_backward)(const REAL *x, int C, int H, int W, const REAL *k,
                               int KH, int KW, const REAL *y, const REAL *g, int act,
                               REAL *ws, REAL *gk, REAL *db, REAL *dx)
 {
-    FC_CONV_NARROW_VOID(W - KW + 1, (conv_backward)(x, C, H, W, k, M, KH, KW, y, g, act, ws, gk, db, dx));
+    FC_CONV_NARROW_VOID(M, W - KW + 1, (conv_backward)(x, C, H, W, k, M, KH, KW, y, g, act, ws, gk, db, dx));
     const int OH = H - KH + 1, OW = W - KW + 1, DW = FN(round_lanes)(OW);
     const int HP = OH + 2 * (KH - 1), by_maps = FN(wgrad_by_maps)(M, OW), MQ = FN(round_lanes)(M);
     REAL *d = ws, *dT = ws + (ptrdiff_t)M * HP * DW;
