@@ -443,17 +443,26 @@ static void FN(conv_backward)(const REAL *x, int C, int H, int W, const REAL *k,
     const int OH = H - KH + 1, OW = W - KW + 1, DW = FN(round_lanes)(OW);
     const int HP = OH + 2 * (KH - 1), by_maps = FN(wgrad_by_maps)(M, OW), MQ = FN(round_lanes)(M);
     REAL *d = ws, *dT = ws + (ptrdiff_t)M * HP * DW;
-    /* The paper's first layer (sigmoid, no input gradient) needs delta only as
-     * dT: computed there directly, it saves writing delta by rows and a pass
-     * that transposes it (benchmarks/README.md has the time it saves). */
-    const int delta_in_dT_only = by_maps && !dx && act == FC_ACT_SIGMOID;
+    /* A first layer (no input gradient) needs delta only as dT: computed
+     * there directly, it saves writing delta by rows and a pass that
+     * transposes it (benchmarks/README.md has the time it saves). */
+    const int delta_in_dT_only = by_maps && !dx;
     if (delta_in_dT_only) {
-        for (int q = 0; q < M; q++) {
-            const REAL *gq = g + (ptrdiff_t)q * OH * OW, *yq = y + (ptrdiff_t)q * OH * OW;
-            REAL *dTq = dT + q;
-            for (ptrdiff_t e = 0; e < (ptrdiff_t)OH * OW; e++)
-                dTq[e * MQ] = gq[e] * yq[e] * ((REAL)1 - yq[e]);
-        }
+        REAL *row = d + (ptrdiff_t)(KH - 1) * DW; /* an inner row of d, free here */
+        for (int q = 0; q < M; q++)
+            for (int i = 0; i < OH; i++) {
+                const ptrdiff_t at = ((ptrdiff_t)q * OH + i) * OW;
+                const REAL *gr = g + at, *yr = y + at;
+                REAL *dTr = dT + (ptrdiff_t)i * OW * MQ + q;
+                if (act == FC_ACT_SIGMOID) {
+                    for (int j = 0; j < OW; j++) dTr[(ptrdiff_t)j * MQ] = gr[j] * yr[j] * ((REAL)1 - yr[j]);
+                } else if (act == FC_ACT_NONE) {
+                    for (int j = 0; j < OW; j++) dTr[(ptrdiff_t)j * MQ] = gr[j];
+                } else {
+                    FN(activation_backward)(act, yr, gr, OW, row);
+                    for (int j = 0; j < OW; j++) dTr[(ptrdiff_t)j * MQ] = row[j];
+                }
+            }
     } else {
         /* delta by rows into the padded layout, eq. (37), (57) */
         for (int q = 0; q < M; q++)

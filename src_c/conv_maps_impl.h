@@ -35,7 +35,9 @@
  */
 
 /* Tiles: JB output pixels of a row x QB vectors of maps, all in registers:
- * 32 vector registers with AVX-512 allow 12 x 2, 16 (AVX2) 6 x 2. */
+ * 32 vector registers with AVX-512 allow 12 x 2 (or 24 x 1 where the maps
+ * fill one vector), 16 (AVX2) 6 x 2 or 12 x 1. Fewer independent sums
+ * than that leave the multiply-add units waiting on their latency. */
 #if LANES * (REAL_DOUBLE ? 8 : 4) == 64
 #  define FC_MAPS_JB 12
 #else
@@ -77,7 +79,7 @@ static void FN(conv_maps_weights)(const REAL *k, const REAL *bias, int M, int C,
 FC_INLINE void FN(corr_maps_tile)(const REAL *FC_RESTRICT in, ptrdiff_t in_map, int IW,
                                   const REAL *FC_RESTRICT w, const REAL *FC_RESTRICT b, int OQ,
                                   int CI, int KH, int KW, int s, int JB, int QB,
-                                  VEC acc[FC_MAPS_JB][2])
+                                  VEC acc[2 * FC_MAPS_JB][2])
 {
     for (int qv = 0; qv < QB; qv++) {
         const VEC bv = FN(vload)(b + qv * LANES);
@@ -87,6 +89,24 @@ FC_INLINE void FN(corr_maps_tile)(const REAL *FC_RESTRICT in, ptrdiff_t in_map, 
         for (int u = 0; u < KH; u++) {
             const REAL *row = in + c * in_map + (ptrdiff_t)u * IW;
             const REAL *wu = w + ((ptrdiff_t)c * KH + u) * KW * OQ;
+            if (s == 1 && QB == 1 && KW <= 5) {
+                /* one vector of maps: each input pixel, loaded once, serves
+                 * the KW outputs it touches (output jb takes tap t - jb), so
+                 * the broadcasts no longer outnumber the multiply-adds; each
+                 * output still sums its terms in the order v = 0, 1, ... */
+                VEC wv[5];
+                for (int v = 0; v < KW; v++) wv[v] = FN(vload)(wu + (ptrdiff_t)v * OQ);
+                FC_UNROLL
+                for (int t = 0; t < JB + KW - 1; t++) {
+                    const VEC xb = FN(vset1)(row[t]);
+                    FC_UNROLL
+                    for (int v = KW - 1; v >= 0; v--) {
+                        const int jb = t - v;
+                        if (jb >= 0 && jb < JB) acc[jb][0] = FN(vfma)(acc[jb][0], xb, wv[v]);
+                    }
+                }
+                continue;
+            }
             for (int v = 0; v < KW; v++) {
                 VEC wv[2];
                 for (int qv = 0; qv < QB; qv++) wv[qv] = FN(vload)(wu + (ptrdiff_t)v * OQ + qv * LANES);
@@ -110,11 +130,11 @@ FC_INLINE void FN(corr_maps_row)(const REAL *in, int CI, int IH, int IW, const R
     const ptrdiff_t OHW = (ptrdiff_t)OH * OW;
     for (int j0 = 0;; j0 += JB) {
         if (j0 > OW - JB) j0 = OW - JB;
-        VEC acc[FC_MAPS_JB][2];
+        VEC acc[2 * FC_MAPS_JB][2];
         FN(corr_maps_tile)(in + (ptrdiff_t)s * i * IW + (ptrdiff_t)s * j0, (ptrdiff_t)IH * IW, IW,
                            wT + q0, b, OQ, CI, KH, KW, s, JB, QB, acc);
         /* back to (maps, rows, columns): each lane to its own map */
-        REAL t[FC_MAPS_JB][2 * LANES];
+        REAL t[2 * FC_MAPS_JB][2 * LANES];
         for (int jb = 0; jb < JB; jb++)
             for (int qv = 0; qv < QB; qv++) FN(vstore)(t[jb] + qv * LANES, acc[jb][qv]);
         for (int q = 0; q < nq; q++) {
@@ -130,6 +150,19 @@ FC_INLINE void FN(corr_maps_row)(const REAL *in, int CI, int IH, int IW, const R
     case J:                                                                                 \
         if (QB == 2)                                                                        \
             FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, KW, s, OH, OW, i, q0, 2, J, out); \
+        else if (KW == 3)                                                                   \
+            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 3, s, OH, OW, i, q0, 1, J, out); \
+        else if (KW == 5)                                                                   \
+            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 5, s, OH, OW, i, q0, 1, J, out); \
+        else                                                                                \
+            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, KW, s, OH, OW, i, q0, 1, J, out); \
+        break;
+#define FC_MAPS_ROW_CASE1(J)                                                                \
+    case J:                                                                                 \
+        if (KW == 3)                                                                        \
+            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 3, s, OH, OW, i, q0, 1, J, out); \
+        else if (KW == 5)                                                                   \
+            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 5, s, OH, OW, i, q0, 1, J, out); \
         else                                                                                \
             FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, KW, s, OH, OW, i, q0, 1, J, out); \
         break;
@@ -141,7 +174,8 @@ static void FN(corr_maps)(const REAL *in, int CI, int IH, int IW, const REAL *wT
 {
     const int OQ = FN(maps_round)(MO);
     /* as few tiles per row as the registers allow, as even as possible */
-    const int tiles = (OW + FC_MAPS_JB - 1) / FC_MAPS_JB;
+    const int JBmax = OQ == LANES ? 2 * FC_MAPS_JB : FC_MAPS_JB;
+    const int tiles = (OW + JBmax - 1) / JBmax;
     const int JB = (OW + tiles - 1) / tiles;
     for (int i = 0; i < OH; i++)
         for (int q0 = 0; q0 < OQ; q0 += 2 * LANES) {
@@ -152,12 +186,20 @@ static void FN(corr_maps)(const REAL *in, int CI, int IH, int IW, const REAL *wT
 #if FC_MAPS_JB > 6
             FC_MAPS_ROW_CASE(7) FC_MAPS_ROW_CASE(8) FC_MAPS_ROW_CASE(9) FC_MAPS_ROW_CASE(10)
             FC_MAPS_ROW_CASE(11) FC_MAPS_ROW_CASE(12)
+            FC_MAPS_ROW_CASE1(13) FC_MAPS_ROW_CASE1(14) FC_MAPS_ROW_CASE1(15)
+            FC_MAPS_ROW_CASE1(16) FC_MAPS_ROW_CASE1(17) FC_MAPS_ROW_CASE1(18)
+            FC_MAPS_ROW_CASE1(19) FC_MAPS_ROW_CASE1(20) FC_MAPS_ROW_CASE1(21)
+            FC_MAPS_ROW_CASE1(22) FC_MAPS_ROW_CASE1(23) FC_MAPS_ROW_CASE1(24)
+#else
+            FC_MAPS_ROW_CASE1(7) FC_MAPS_ROW_CASE1(8) FC_MAPS_ROW_CASE1(9)
+            FC_MAPS_ROW_CASE1(10) FC_MAPS_ROW_CASE1(11) FC_MAPS_ROW_CASE1(12)
 #endif
             default: break;
             }
         }
 }
 #undef FC_MAPS_ROW_CASE
+#undef FC_MAPS_ROW_CASE1
 
 /* eq. (4)-(5), (7)-(8) with stride s for one sample: out[q] = f(z_q),
  * z_q(i, j) = b_q + sum_p sum_{u,v} x[p, s*i+u, s*j+v] k[q, p, KH-1-u, KW-1-v].

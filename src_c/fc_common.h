@@ -21,6 +21,16 @@
 #  define FC_INLINE static inline __attribute__((always_inline))
 #endif
 
+/* Unroll the next loop completely (its trip count is a constant once
+ * inlined): register tiles indexed by the loop variable stay in registers. */
+#if defined(__clang__)
+#  define FC_UNROLL _Pragma("clang loop unroll(full)")
+#elif defined(__GNUC__)
+#  define FC_UNROLL _Pragma("GCC unroll 64")
+#else
+#  define FC_UNROLL
+#endif
+
 /* GCC/Clang vector extensions, unless FC_NO_VECTOR_EXT asks for the plain
  * struct fallback of vec_impl.h (what other compilers get). */
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(FC_NO_VECTOR_EXT)
