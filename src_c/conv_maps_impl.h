@@ -78,7 +78,7 @@ static void FN(conv_maps_weights)(const REAL *k, const REAL *bias, int M, int C,
  * q0 + QB*LANES - 1; `in` points at in[0, s*i, s*j0], `w` at wT[0][0][0][q0]. */
 FC_INLINE void FN(corr_maps_tile)(const REAL *FC_RESTRICT in, ptrdiff_t in_map, int IW,
                                   const REAL *FC_RESTRICT w, const REAL *FC_RESTRICT b, int OQ,
-                                  int CI, int KH, int KW, int s, int JB, int QB,
+                                  int CI, int KH, int KW, int s, int JB, int QB, int taps,
                                   VEC acc[2 * FC_MAPS_JB][2])
 {
     for (int qv = 0; qv < QB; qv++) {
@@ -89,7 +89,7 @@ FC_INLINE void FN(corr_maps_tile)(const REAL *FC_RESTRICT in, ptrdiff_t in_map, 
         for (int u = 0; u < KH; u++) {
             const REAL *row = in + c * in_map + (ptrdiff_t)u * IW;
             const REAL *wu = w + ((ptrdiff_t)c * KH + u) * KW * OQ;
-            if (s == 1 && QB == 1 && KW <= 5) {
+            if (taps && s == 1 && QB == 1 && KW <= 5) {
                 /* one vector of maps: each input pixel, loaded once, serves
                  * the KW outputs it touches (output jb takes tap t - jb), so
                  * the broadcasts no longer outnumber the multiply-adds; each
@@ -123,7 +123,7 @@ FC_INLINE void FN(corr_maps_tile)(const REAL *FC_RESTRICT in, ptrdiff_t in_map, 
  * repeats get the same values). */
 FC_INLINE void FN(corr_maps_row)(const REAL *in, int CI, int IH, int IW, const REAL *wT, int OQ,
                                  int MO, int KH, int KW, int s, int OH, int OW, int i, int q0,
-                                 int QB, int JB, REAL *out)
+                                 int QB, int JB, int taps, REAL *out)
 {
     const REAL *b = wT + (ptrdiff_t)CI * KH * KW * OQ + q0;
     const int nq = MO - q0 < QB * LANES ? MO - q0 : QB * LANES;
@@ -132,7 +132,7 @@ FC_INLINE void FN(corr_maps_row)(const REAL *in, int CI, int IH, int IW, const R
         if (j0 > OW - JB) j0 = OW - JB;
         VEC acc[2 * FC_MAPS_JB][2];
         FN(corr_maps_tile)(in + (ptrdiff_t)s * i * IW + (ptrdiff_t)s * j0, (ptrdiff_t)IH * IW, IW,
-                           wT + q0, b, OQ, CI, KH, KW, s, JB, QB, acc);
+                           wT + q0, b, OQ, CI, KH, KW, s, JB, QB, taps, acc);
         /* back to (maps, rows, columns): each lane to its own map */
         REAL t[2 * FC_MAPS_JB][2 * LANES];
         for (int jb = 0; jb < JB; jb++)
@@ -149,22 +149,22 @@ FC_INLINE void FN(corr_maps_row)(const REAL *in, int CI, int IH, int IW, const R
 #define FC_MAPS_ROW_CASE(J)                                                                 \
     case J:                                                                                 \
         if (QB == 2)                                                                        \
-            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, KW, s, OH, OW, i, q0, 2, J, out); \
+            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, KW, s, OH, OW, i, q0, 2, J, 0, out); \
         else if (KW == 3)                                                                   \
-            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 3, s, OH, OW, i, q0, 1, J, out); \
+            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 3, s, OH, OW, i, q0, 1, J, 1, out); \
         else if (KW == 5)                                                                   \
-            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 5, s, OH, OW, i, q0, 1, J, out); \
+            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 5, s, OH, OW, i, q0, 1, J, 1, out); \
         else                                                                                \
-            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, KW, s, OH, OW, i, q0, 1, J, out); \
+            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, KW, s, OH, OW, i, q0, 1, J, 0, out); \
         break;
 #define FC_MAPS_ROW_CASE1(J)                                                                \
     case J:                                                                                 \
         if (KW == 3)                                                                        \
-            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 3, s, OH, OW, i, q0, 1, J, out); \
+            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 3, s, OH, OW, i, q0, 1, J, 1, out); \
         else if (KW == 5)                                                                   \
-            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 5, s, OH, OW, i, q0, 1, J, out); \
+            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 5, s, OH, OW, i, q0, 1, J, 1, out); \
         else                                                                                \
-            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, KW, s, OH, OW, i, q0, 1, J, out); \
+            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, KW, s, OH, OW, i, q0, 1, J, 0, out); \
         break;
 
 /* corr_maps for one sample: out (MO, OH, OW) from in (CI, IH, IW) and wT
