@@ -1,8 +1,14 @@
 """Benchmark fixtures: every implementation pinned to the same thread count,
-machine details recorded with each run.
+fastcnn run on each SIMD path the CPU has, machine details recorded with
+each run.
 
     pytest benchmarks/ --benchmark-only --benchmark-autosave [--bench-threads 2]
+
+(Run with `python -P -m pytest` or `pytest`: the checkout's fastcnn/
+sources must not shadow the installed, built package; see pytest_configure.)
 """
+
+import os
 
 import numpy as np
 import pytest
@@ -14,6 +20,22 @@ from fastcnn import bench
 def pytest_addoption(parser):
     parser.addoption("--bench-threads", type=int, default=2,
                      help="threads for fastcnn, PyTorch and NumPy's BLAS (default 2)")
+
+
+def pytest_configure(config):
+    # `python -m pytest` from a checkout puts the checkout first on sys.path:
+    # its fastcnn/*.py would then run with the compiled modules of wherever
+    # fastcnn is installed, a mix that is neither (an editable install's
+    # finder supplies the .so files by name). Times of that mix mean nothing.
+    from fastcnn import _kernels
+
+    here = os.path.dirname(os.path.realpath(fastcnn.__file__))
+    built = os.path.dirname(os.path.realpath(_kernels.__file__))
+    if here != built:
+        raise pytest.UsageError(
+            f"fastcnn's Python files come from {here} but its compiled kernels from {built}. "
+            f"Run `python -P -m pytest ...` (or the `pytest` command) so that the checkout's "
+            f"sources do not shadow the installed package, or build this checkout in place.")
 
 
 @pytest.fixture(scope="session")
@@ -36,10 +58,10 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["numpy"] = np.__version__
 
 
-def record(benchmark, impl, threads, dtype, batch, macs):
+def record(benchmark, impl, threads, dtype, batch, macs, **more):
     """extra_info every benchmark carries: what ran, and its arithmetic."""
     benchmark.extra_info.update(impl=impl, threads=threads, dtype=str(dtype), batch=batch,
-                                flops=2 * macs)
+                                flops=2 * macs, **more)
 
 
 IMPLS = ["fastcnn", "torch", "numpy"]
@@ -48,3 +70,37 @@ IMPLS = ["fastcnn", "torch", "numpy"]
 def need_impl(name):
     if name == "torch" and not bench.torch_available():
         pytest.skip("PyTorch is not installed")
+
+
+def on_every_simd_path(*others):
+    """Implementation ids: fastcnn once on each SIMD path this CPU and build
+    run ("fastcnn-baseline", "fastcnn-avx2+fma", ...: whatever
+    available_simd_paths lists), then `others` ("torch"). A test may add a
+    variant of its own after a colon: "fastcnn-baseline:im2col"."""
+    return [f"fastcnn-{path}" for path in fastcnn.available_simd_paths()] + list(others)
+
+
+@pytest.fixture
+def simd(impl):
+    """For a test parametrized by on_every_simd_path: switch fastcnn to the
+    path `impl` names for the test, and back to "auto" after it. Gives
+    (implementation, the kernels it runs): ("fastcnn", fastcnn.simd_path())
+    or ("torch", PyTorch's CPU capability, such as "AVX512")."""
+    name, _, path = impl.partition(":")[0].partition("-")
+    need_impl(name)
+    if name != "fastcnn":
+        yield name, torch_capability()
+        return
+    fastcnn.set_simd_path(path)
+    try:
+        yield name, fastcnn.simd_path()
+    finally:
+        fastcnn.set_simd_path("auto")
+
+
+def torch_capability():
+    """The instruction set PyTorch's CPU kernels use here ("AVX512", "AVX2", ...)."""
+    import torch
+
+    get = getattr(torch.backends.cpu, "get_cpu_capability", None)
+    return get() if get else None
