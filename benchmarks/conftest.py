@@ -20,6 +20,9 @@ from fastcnn import bench
 def pytest_addoption(parser):
     parser.addoption("--bench-threads", type=int, default=2,
                      help="threads for fastcnn, PyTorch and NumPy's BLAS (default 2)")
+    parser.addoption("--time-to-accuracy", action="store_true",
+                     help="also run test_time_to_accuracy.py: the Fashion-MNIST recipe in fastcnn "
+                          "and PyTorch, four epochs each (minutes)")
 
 
 def pytest_configure(config):
