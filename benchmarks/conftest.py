@@ -4,6 +4,13 @@ each run.
 
     pytest benchmarks/ --benchmark-only --benchmark-autosave [--bench-threads 2]
 
+Runs kept for tracking go to benchmarks/runs (committed), saved from the
+repository root; benchmarks/compare.py compares two of them:
+
+    python -P -m pytest benchmarks/ --benchmark-only \
+        --benchmark-storage=benchmarks/runs --benchmark-save=LABEL
+    python benchmarks/compare.py
+
 (Run with `python -P -m pytest` or `pytest`: the checkout's fastcnn/
 sources must not shadow the installed, built package; see pytest_configure.)
 """
