@@ -16,6 +16,7 @@ sources must not shadow the installed, built package; see pytest_configure.)
 """
 
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -63,9 +64,29 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "simd": fastcnn.simd_path(),
         "build": fastcnn.build_info().get("compile_args"),
         "threads": config.getoption("--bench-threads"),
+        "simd_paths": fastcnn.available_simd_paths(),
+        **_source_of_fastcnn(),
     }
     machine_info["torch"] = __import__("torch").__version__ if bench.torch_available() else None
     machine_info["numpy"] = np.__version__
+
+
+def _source_of_fastcnn():
+    """Where the fastcnn that ran comes from, and its commit: pytest-benchmark's
+    commit_info is that of the directory pytest ran in, which need not be the
+    tree fastcnn is installed from (a worktree, an editable install)."""
+    where = os.path.dirname(os.path.dirname(os.path.realpath(fastcnn.__file__)))
+
+    def git(*args):
+        r = subprocess.run(["git", "-C", where, *args], capture_output=True, text=True, timeout=30)
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    except (OSError, subprocess.SubprocessError):
+        commit = dirty = None
+    return {"source": where, "commit": commit, "dirty": dirty}
 
 
 def record(benchmark, impl, threads, dtype, batch, macs, **more):
