@@ -72,6 +72,8 @@ def main(argv=None):
 
     print(f"baseline: {saved.describe(base_path, baseline)}")
     print(f"newest:   {saved.describe(new_path, newest)}")
+    if os.path.realpath(base_path) == os.path.realpath(new_path):
+        print("(one run only: it is compared with itself)")
     print("fastcnn's speed ratio to PyTorch (PyTorch's time / fastcnn's; above 1: fastcnn faster)")
     print()
     print("| group | baseline | newest | change |")
