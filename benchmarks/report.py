@@ -2,16 +2,18 @@
 
     python benchmarks/report.py [.benchmarks/.../NNNN_*.json]   (default: the newest)
 
-One row per group: the median time of fastcnn, PyTorch and NumPy, and how
-many times faster fastcnn is than each (the ratio of the medians, from the
-same run on the same machine), plus fastcnn's GFLOP/s where the group has
-arithmetic to speak of.
+One row per group and fastcnn variant (SIMD path, convolution algorithm,
+where the group has several): the median time of fastcnn, PyTorch and
+NumPy, and how many times faster fastcnn is than each (the ratio of the
+medians, from the same run on the same machine), plus fastcnn's GFLOP/s
+where the group has arithmetic to speak of.
 """
 
 import glob
-import json
 import os
 import sys
+
+import saved
 
 
 def newest_run():
@@ -29,11 +31,8 @@ def fmt_time(seconds):
 
 
 def table(path):
-    with open(path) as f:
-        run = json.load(f)
-    groups = {}
-    for b in run["benchmarks"]:
-        groups.setdefault(b["group"], {})[b["extra_info"]["impl"]] = b
+    run = saved.load(path)
+    groups = saved.by_group(run)
     machine = run["machine_info"]
     fc = machine.get("fastcnn", {})
     lines = [
@@ -48,23 +47,22 @@ def table(path):
     ]
     for group in sorted(groups, key=_order):
         row = groups[group]
-        base = row.get("fastcnn")
-        if base is None:
-            continue
-        t0 = base["stats"]["median"]
-        flops = base["extra_info"].get("flops", 0)
-        cells = [fmt_time(t0), f"{flops / t0 / 1e9:.1f}" if flops else ""]
-        for impl in ("torch", "numpy"):
-            b = row.get(impl)
-            cells.append(f"{fmt_time(b['stats']['median'])} ({b['stats']['median'] / t0:.1f}x)"
-                         if b else "")
-        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+        for name, base in sorted(row.get("fastcnn", {}).items()):
+            t0 = base["stats"]["median"]
+            flops = base["extra_info"].get("flops", 0)
+            cells = [fmt_time(t0), f"{flops / t0 / 1e9:.1f}" if flops else ""]
+            for impl in ("torch", "numpy"):
+                b = row.get(impl)
+                cells.append(f"{fmt_time(b['stats']['median'])} ({b['stats']['median'] / t0:.1f}x)"
+                             if b else "")
+            lines.append(f"| {saved.label(group, name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _order(group):
-    kinds = ["epoch", "inference", "step", "conv_fwd", "conv_wgrad", "conv_wgrad_dgrad",
-             "pool", "upsample"]
+    kinds = ["time_to_accuracy", "epoch", "inference", "step", "conv_fwd", "conv_wgrad",
+             "conv_wgrad_dgrad", "pool", "upsample", "conv3x3_fwd", "conv3x3_bwd", "dense_fwd",
+             "dense_bwd"]
     parts = group.split("-")
     kind = parts[0]
     batch = next((int(p[1:]) for p in parts if p.startswith("N") and p[1:].isdigit()), 0)

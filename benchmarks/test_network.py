@@ -1,11 +1,12 @@
 """Whole networks. seed_cnn: a training step at batch 1, 50 and 256, one
 epoch over 60,000 images, and inference over 10,000; fastcnn next to PyTorch
 and NumPy doing the same work from the same starting parameters. LeNet-5
-with Adam (models.lenet5): an epoch and inference, next to PyTorch."""
+with Adam (models.lenet5): an epoch and inference, fastcnn on each SIMD
+path next to PyTorch. (The recipe's network: test_vgg_mini.py.)"""
 
 import numpy as np
 import pytest
-from conftest import IMPLS, need_impl, record
+from conftest import IMPLS, need_impl, on_every_simd_path, record
 
 import fastcnn
 from fastcnn import bench, datasets, models
@@ -70,27 +71,28 @@ def standardized():
     return x.astype(np.float32), y, xt.astype(np.float32), source
 
 
-@pytest.mark.parametrize("impl_name", ["fastcnn", "torch"])
-def test_epoch_lenet5(benchmark, impl_name, threads, standardized):
+@pytest.mark.parametrize("impl", on_every_simd_path("torch"))
+def test_epoch_lenet5(benchmark, impl, simd, threads, standardized):
     """LeNet-5 (ReLU, max pooling, softmax cross-entropy, Adam 1e-3, batch 50),
     the recipe of issue 6, over 60,000 standardised images, float32."""
     x, y, _, source = standardized
-    need_impl(impl_name)
+    impl_name, kernels = simd
     model = models.lenet5(seed=0)
-    (impl,) = bench.implementations(model, (impl_name,), optimizer="adam")
+    (runner,) = bench.implementations(model, (impl_name,), optimizer="adam")
     benchmark.group = "epoch-lenet5-60000-float32"
-    record(benchmark, impl_name, threads, "float32", 50, len(x) * bench.training_macs(model))
-    benchmark.extra_info["data"] = source
-    benchmark.pedantic(impl.epoch, args=(x, y), rounds=3, iterations=1, warmup_rounds=0)
+    record(benchmark, impl_name, threads, "float32", 50, len(x) * bench.training_macs(model),
+           simd=kernels, data=source)
+    benchmark.pedantic(runner.epoch, args=(x, y), rounds=3, iterations=1, warmup_rounds=0)
 
 
-@pytest.mark.parametrize("impl_name", ["fastcnn", "torch"])
-def test_inference_lenet5(benchmark, impl_name, threads, standardized):
+@pytest.mark.parametrize("impl", on_every_simd_path("torch"))
+def test_inference_lenet5(benchmark, impl, simd, threads, standardized):
     _, _, xt, _ = standardized
-    need_impl(impl_name)
+    impl_name, kernels = simd
     model = models.lenet5(seed=0)
-    (impl,) = bench.implementations(model, (impl_name,), optimizer="adam")
+    (runner,) = bench.implementations(model, (impl_name,), optimizer="adam")
     benchmark.group = "inference-lenet5-10000-float32"
-    record(benchmark, impl_name, threads, "float32", len(xt), len(xt) * bench.forward_macs(model))
-    labels = benchmark.pedantic(impl.predict, args=(xt,), rounds=5, iterations=1, warmup_rounds=1)
+    record(benchmark, impl_name, threads, "float32", len(xt), len(xt) * bench.forward_macs(model),
+           simd=kernels)
+    labels = benchmark.pedantic(runner.predict, args=(xt,), rounds=5, iterations=1, warmup_rounds=1)
     assert labels.shape == (len(xt),)
