@@ -18,9 +18,9 @@ threads once the main thread has called it; its openblas_set_num_threads_local
 exists, and threadpoolctl's limit otherwise.
 
 NumPy has no way to set its BLAS threads; threadpoolctl (a small package,
-the optional extra `pip install fastcnn[blas]`) does it. Without it the
-layers still compute, slower and not always to the same bits, and say so
-once.
+one of fastcnn's dependencies) does it. In an installation without it (a
+vendored copy, say) the layers still compute, slower and not always to the
+same bits, and say so once.
 """
 
 import contextlib
@@ -51,7 +51,8 @@ def single_threaded():
             warnings.warn(
                 "fastcnn's im2col and FFT convolutions run much slower when NumPy's BLAS "
                 "threads compete with fastcnn's; install threadpoolctl "
-                "(pip install 'fastcnn[blas]') to let fastcnn keep BLAS on one thread",
+                "(pip install threadpoolctl; fastcnn depends on it) to let fastcnn keep BLAS "
+                "on one thread",
                 RuntimeWarning, stacklevel=4)
         yield False
         return

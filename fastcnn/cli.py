@@ -18,6 +18,7 @@ import numpy as np
 
 from fastcnn import conv_algorithms, datasets, models, optim
 from fastcnn._validate import DTYPES, check_int, check_positive_float
+from fastcnn._version import __version__
 from fastcnn.callbacks import Callback
 
 # the choices of the options, as the library names them
@@ -60,16 +61,28 @@ def _list_of(kind):
     return parse
 
 
+BENCH_IMPLS = "fastcnn,torch,numpy"
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="fastcnn",
         description="Train and run the CNN of Zhang's backpropagation derivation on the CPU.",
     )
+    parser.add_argument("--version", action="version", version=f"fastcnn {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    # --debug also after the command (fastcnn train --debug); SUPPRESS keeps
+    # the value given before it when it is not repeated
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors")
 
-    train = sub.add_parser(
+    def command(name, **kwargs):
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    train = command(
         "train",
         help="train the paper's network (seed_cnn) and report its test error",
         description="Train seed_cnn as the DeepLearnToolbox demo does (SGD, alpha 1, "
@@ -118,7 +131,7 @@ def build_parser():
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="error rate of a saved model on a dataset",
+    evaluate = command("evaluate", help="error rate of a saved model on a dataset",
                               description="Print the error rate of MODEL on a dataset split, "
                                           "and its errors class by class.")
     evaluate.add_argument("model", help="a model file written by fastcnn (.npz)")
@@ -127,7 +140,7 @@ def build_parser():
     evaluate.add_argument("--data-dir", default=None, help="directory with the IDX files")
     evaluate.set_defaults(run=cmd_evaluate)
 
-    predict = sub.add_parser("predict", help="classify images with a saved model",
+    predict = command("predict", help="classify images with a saved model",
                              description="Print the class of each image in IMAGES (IDX files, "
                                          ".npy arrays, or pictures such as PNG), or write a CSV.")
     predict.add_argument("model", help="a model file written by fastcnn (.npz)")
@@ -138,7 +151,7 @@ def build_parser():
                          help="use 1 - pixel (dark strokes on light paper, unlike MNIST)")
     predict.set_defaults(run=cmd_predict)
 
-    gradcheck = sub.add_parser(
+    gradcheck = command(
         "gradcheck", help="check the backpropagation of the paper's network numerically",
         description="Compare the gradients of seed_cnn (float64) with central differences of "
                     "the loss, entry by entry: the paper's derivation checked on this machine.")
@@ -149,7 +162,7 @@ def build_parser():
     gradcheck.add_argument("--algorithm", default="auto", choices=ALGORITHMS)
     gradcheck.set_defaults(run=cmd_gradcheck)
 
-    bench = sub.add_parser(
+    bench = command(
         "bench",
         help="time an epoch, inference and training steps next to PyTorch and NumPy",
         description="Headline speed of the paper's network: seconds per epoch, inference "
@@ -161,7 +174,7 @@ def build_parser():
                        help="threads for all three (default: fastcnn's default)")
     bench.add_argument("--dtype", default="float32", choices=DTYPES,
                        help="default: %(default)s")
-    bench.add_argument("--impl", default="fastcnn,torch,numpy",
+    bench.add_argument("--impl", default=BENCH_IMPLS,
                        help="comma-separated subset of fastcnn,torch,numpy (default: all)")
     bench.add_argument("--epoch-images", type=_positive_int, default=60000,
                        help="images in the timed epoch, scaled to 60,000 (default: %(default)s)")
@@ -170,7 +183,7 @@ def build_parser():
                        "the baselines' epochs run once)")
     bench.set_defaults(run=cmd_bench)
 
-    sweep = sub.add_parser(
+    sweep = command(
         "sweep",
         help="train a grid of learning rates, batch sizes and seeds, as Dask tasks",
         description="Train one model per learning rate, batch size and seed on a Dask cluster "
@@ -213,7 +226,7 @@ def build_parser():
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
     sweep.set_defaults(run=cmd_sweep)
 
-    info = sub.add_parser("info", help="version, build flags, OpenMP, threads and SIMD path",
+    info = command("info", help="version, build flags, OpenMP, threads and SIMD path",
                           description="Show how this fastcnn was built and what it will run on.")
     info.set_defaults(run=cmd_info)
     return parser
@@ -416,7 +429,12 @@ def cmd_bench(args):
     if unknown or not which:
         raise ValueError(f"--impl takes a subset of fastcnn,torch,numpy, got {args.impl!r}")
     if "torch" in which and not bench.torch_available():
-        print("PyTorch is not installed: its column is left out (pip install torch)")
+        if args.impl != BENCH_IMPLS:  # asked for by name
+            raise ValueError("--impl torch needs PyTorch, which is not installed "
+                             "(pip install torch), or leave torch out of --impl")
+        print("PyTorch is not installed: its column is left out (pip install torch)",
+              file=sys.stderr)
+        which = tuple(name for name in which if name != "torch")
     threads = args.threads or fastcnn.get_num_threads()
     results, notes = bench.run(threads=threads, dtype=args.dtype, which=which,
                                epoch_images=args.epoch_images, repeat=args.repeat,

@@ -91,6 +91,21 @@ def test_errors_are_one_line(args, status, text):
 def test_debug_shows_traceback():
     r = run("--debug", "train", "--data-dir", "/nonexistent/dir")
     assert r.returncode != 0 and "Traceback" in r.stderr
+    r = run("train", "--data-dir", "/nonexistent/dir", "--debug")  # after the command too
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_version():
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"fastcnn {fastcnn.__version__}"
+
+
+def test_bench_refuses_torch_by_name_without_torch(monkeypatch, capsys):
+    from fastcnn import bench, cli
+
+    monkeypatch.setattr(bench, "torch_available", lambda: False)
+    assert cli.main(["bench", "--impl", "torch"]) == 1
+    assert "--impl torch needs PyTorch" in capsys.readouterr().err
 
 
 def test_thread_count_from_environment():

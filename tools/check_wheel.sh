@@ -11,7 +11,7 @@
 #   2. auditwheel repair to the manylinux tag `auditwheel show` reports as
 #      achievable, into wheelhouse/ (libgomp is vendored into fastcnn.libs/);
 #   3. the repaired wheel's size: at most 2 MB (2,000,000 bytes);
-#   4. its Requires-Dist: numpy and tqdm, and nothing else outside extras;
+#   4. its Requires-Dist: numpy, tqdm and threadpoolctl, nothing else outside extras;
 #   5. a new virtual environment with the repaired wheel and the test
 #      requirements (pytest, hypothesis, pytest-benchmark, threadpoolctl,
 #      pillow, dask; not torch, matplotlib or scipy: their tests skip);
@@ -139,8 +139,9 @@ for line in text.splitlines():
     if re.search(r"\bextra\s*==", req):
         continue
     required.add(re.match(r"[A-Za-z0-9_.-]+", req).group(0).lower().replace("_", "-"))
-if required != {"numpy", "tqdm"}:
-    print(f"check_wheel.sh: runtime requirements {sorted(required)}, not numpy and tqdm", file=sys.stderr)
+if required != {"numpy", "tqdm", "threadpoolctl"}:
+    print(f"check_wheel.sh: runtime requirements {sorted(required)}, not numpy, tqdm and "
+          "threadpoolctl", file=sys.stderr)
     ok = False
 sys.exit(0 if ok else 1)
 EOF
