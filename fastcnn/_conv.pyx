@@ -36,6 +36,19 @@ cdef enum:
     SUM_CHUNK = 256
 
 
+cdef void sum_in_sample_order(floating[:, ::1] parts, Py_ssize_t N, floating[::1] out,
+                              int n_threads) noexcept nogil:
+    """out[e] = sum_{n<N} parts[n, e], summed in sample order: chunks of the
+    elements go to threads, and each element's sum is done by one thread, so
+    the result is the same bit for bit whatever the number of threads."""
+    cdef Py_ssize_t E = out.shape[0], ch, e0, e1
+    for ch in prange((E + SUM_CHUNK - 1) // SUM_CHUNK, schedule="static",
+                     num_threads=n_threads):
+        e0 = ch * SUM_CHUNK
+        e1 = min(e0 + SUM_CHUNK, E)
+        kernels.sum_samples(&parts[0, 0], N, E, e0, e1, &out[0])
+
+
 def conv_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] k,
                  const floating[::1] bias, floating[:, :, :, ::1] out,
                  int act, int n_threads):
@@ -86,7 +99,7 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] k
     sample, summed afterwards in sample order (into ws_sum) so that the result
     is the same bit for bit whatever the number of threads.
     """
-    cdef Py_ssize_t N = x.shape[0], n, ch, e0, e1
+    cdef Py_ssize_t N = x.shape[0], n
     cdef int C = <int>x.shape[1], H = <int>x.shape[2], W = <int>x.shape[3]
     cdef int M = <int>k.shape[0], KH = <int>k.shape[2], KW = <int>k.shape[3]
     cdef int OH = H - KH + 1, OW = W - KW + 1, t
@@ -126,13 +139,7 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] k
             kernels.conv_backward(&x[n, 0, 0, 0], C, H, W, &k[0, 0, 0, 0], M, KH, KW,
                                   &y[n, 0, 0, 0], &grad[n, 0, 0, 0], act,
                                   &ws_delta[t, 0], &ws_dk[n, 0], &ws_db[n, 0], dxp)
-        # Sum the per-sample partials in sample order; chunks of them go to
-        # threads, and each one's sum is done by one thread.
-        for ch in prange((Sw + SUM_CHUNK - 1) // SUM_CHUNK, schedule="static",
-                         num_threads=n_threads):
-            e0 = ch * SUM_CHUNK
-            e1 = min(e0 + SUM_CHUNK, Sw)
-            kernels.sum_samples(&ws_dk[0, 0], N, Sw, e0, e1, &ws_sum[0])
+        sum_in_sample_order(ws_dk, N, ws_sum, n_threads)
         kernels.conv_wgrad_from_partials(&ws_sum[0], M, C, KH, KW, OW, &dk[0, 0, 0, 0])
         kernels.sum_samples(&ws_db[0, 0], N, M, 0, M, &db[0])
 
@@ -215,7 +222,7 @@ def conv_maps_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, :
     ws_db (>= N, M) one slot per sample, summed in sample order into ws_sum,
     so that results are the same bit for bit whatever the number of threads.
     """
-    cdef Py_ssize_t N = x.shape[0], n, ch, e0, e1
+    cdef Py_ssize_t N = x.shape[0], n
     cdef int C = <int>x.shape[1], H = <int>x.shape[2], W = <int>x.shape[3]
     cdef int M = <int>k.shape[0], KH = <int>k.shape[2], KW = <int>k.shape[3], t
     cdef bint want_dx = dx is not None
@@ -260,10 +267,6 @@ def conv_maps_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, :
             kernels.conv_maps_backward(&x[n, 0, 0, 0], C, H, W, &wTdx[0] if want_dx else NULL,
                                        M, KH, KW, stride, &y[n, 0, 0, 0], &grad[n, 0, 0, 0], act,
                                        &ws_delta[t, 0], &ws_dk[n, 0], &ws_db[n, 0], dxp)
-        for ch in prange((Sw + SUM_CHUNK - 1) // SUM_CHUNK, schedule="static",
-                         num_threads=n_threads):
-            e0 = ch * SUM_CHUNK
-            e1 = min(e0 + SUM_CHUNK, Sw)
-            kernels.sum_samples(&ws_dk[0, 0], N, Sw, e0, e1, &ws_sum[0])
+        sum_in_sample_order(ws_dk, N, ws_sum, n_threads)
         kernels.conv_maps_wgrad_from_partials(&ws_sum[0], M, C, KH, KW, &dk[0, 0, 0, 0])
         kernels.sum_samples(&ws_db[0, 0], N, M, 0, M, &db[0])

@@ -139,15 +139,17 @@ def _direct_scratch(shape, act, rows, train, threads):
     # never written), and one slot of weight-gradient partial sums per sample,
     # summed afterwards in sample order.
     m = shape.out_maps
+    maps_forward, maps_backward = uses_maps_kernel(shape), train and uses_maps_kernel(shape, True)
     need = {}
-    maps = _conv.maps_sizes(m, shape.in_maps, shape.kh, shape.kw, shape.height, shape.width,
-                            shape.stride, shape.dtype.name)
-    if uses_maps_kernel(shape):
-        need["weights_by_maps"] = whole((maps[0],))
+    if maps_forward or maps_backward:
+        weights, dx_weights, per_thread, per_sample_sums = _conv.maps_sizes(
+            m, shape.in_maps, shape.kh, shape.kw, shape.height, shape.width, shape.stride,
+            shape.dtype.name)
+    if maps_forward:
+        need["weights_by_maps"] = whole((weights,))
     if not train:
         return need
-    if uses_maps_kernel(shape, backward=True):
-        _, dx_weights, per_thread, per_sample_sums = maps
+    if maps_backward:
         need["input_grad_weights"] = whole((dx_weights,))
     else:
         _, oh, ow = shape.inner

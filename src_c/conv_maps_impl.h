@@ -145,26 +145,26 @@ FC_INLINE void FN(corr_maps_row)(const REAL *in, int CI, int IH, int IW, const R
     }
 }
 
-/* JB and QB known to the compiler, so the tile stays in registers */
+/* JB, QB and (for one vector of maps, where tiles share taps) KW known to
+ * the compiler, so the tile stays in registers */
+#define FC_MAPS_ROW_ONE_VECTOR(J)                                                           \
+    if (KW == 3)                                                                            \
+        FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 3, s, OH, OW, i, q0, 1, J, 1, out); \
+    else if (KW == 5)                                                                       \
+        FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 5, s, OH, OW, i, q0, 1, J, 1, out); \
+    else                                                                                    \
+        FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, KW, s, OH, OW, i, q0, 1, J, 0, out);
 #define FC_MAPS_ROW_CASE(J)                                                                 \
     case J:                                                                                 \
-        if (QB == 2)                                                                        \
+        if (QB == 2) {                                                                      \
             FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, KW, s, OH, OW, i, q0, 2, J, 0, out); \
-        else if (KW == 3)                                                                   \
-            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 3, s, OH, OW, i, q0, 1, J, 1, out); \
-        else if (KW == 5)                                                                   \
-            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 5, s, OH, OW, i, q0, 1, J, 1, out); \
-        else                                                                                \
-            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, KW, s, OH, OW, i, q0, 1, J, 0, out); \
+        } else {                                                                            \
+            FC_MAPS_ROW_ONE_VECTOR(J)                                                       \
+        }                                                                                   \
         break;
 #define FC_MAPS_ROW_CASE1(J)                                                                \
     case J:                                                                                 \
-        if (KW == 3)                                                                        \
-            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 3, s, OH, OW, i, q0, 1, J, 1, out); \
-        else if (KW == 5)                                                                   \
-            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, 5, s, OH, OW, i, q0, 1, J, 1, out); \
-        else                                                                                \
-            FN(corr_maps_row)(in, CI, IH, IW, wT, OQ, MO, KH, KW, s, OH, OW, i, q0, 1, J, 0, out); \
+        FC_MAPS_ROW_ONE_VECTOR(J)                                                           \
         break;
 
 /* corr_maps for one sample: out (MO, OH, OW) from in (CI, IH, IW) and wT
@@ -200,6 +200,7 @@ static void FN(corr_maps)(const REAL *in, int CI, int IH, int IW, const REAL *wT
 }
 #undef FC_MAPS_ROW_CASE
 #undef FC_MAPS_ROW_CASE1
+#undef FC_MAPS_ROW_ONE_VECTOR
 
 /* eq. (4)-(5), (7)-(8) with stride s for one sample: out[q] = f(z_q),
  * z_q(i, j) = b_q + sum_p sum_{u,v} x[p, s*i+u, s*j+v] k[q, p, KH-1-u, KW-1-v].
@@ -228,33 +229,34 @@ static ptrdiff_t FN(conv_maps_ws_size)(int M, int H, int W, int KH, int KW, int 
     return (ptrdiff_t)OH * OW * FN(maps_round)(M) + (ptrdiff_t)M * (H + KH - 1) * (W + KW - 1) + OW;
 }
 
-/* g[p][u][v][q] += sum_{i,j} x[p, s*i+u, s*j+v] dT[i][j][q] for KW columns v,
- * UB rows u from u0 and QB vectors of q from q0, all in registers. */
+/* g[p][u][v][q] = sum_{i,j} x[p, s*i+u, s*j+v] dT[i][j][q] for UB rows u
+ * from u0, VB columns v from v0 and QB vectors of q from q0, all in
+ * registers (UB * VB * QB <= 24). */
 FC_INLINE void FN(wgrad_maps_tile)(const REAL *FC_RESTRICT xp, int W, const REAL *FC_RESTRICT dT,
-                                   int MQ, int OH, int OW, int s, int u0, int UB, int KW, int q0,
-                                   int QB, REAL *FC_RESTRICT gp /* &g[p][0][0][0] */)
+                                   int MQ, int OH, int OW, int s, int u0, int UB, int v0, int VB,
+                                   int KW, int q0, int QB, REAL *FC_RESTRICT gp /* &g[p][0][0][0] */)
 {
     VEC acc[24];
-    for (int a = 0; a < UB * KW * QB; a++) acc[a] = FN(vzero)();
+    for (int a = 0; a < UB * VB * QB; a++) acc[a] = FN(vzero)();
     for (int i = 0; i < OH; i++) {
-        const REAL *xr = xp + (ptrdiff_t)(s * i + u0) * W;
+        const REAL *xr = xp + (ptrdiff_t)(s * i + u0) * W + v0;
         const REAL *dr = dT + (ptrdiff_t)i * OW * MQ + q0;
         for (int j = 0; j < OW; j++) {
             VEC dv[2];
             for (int qv = 0; qv < QB; qv++) dv[qv] = FN(vload)(dr + (ptrdiff_t)j * MQ + qv * LANES);
             for (int u = 0; u < UB; u++)
-                for (int v = 0; v < KW; v++) {
+                for (int v = 0; v < VB; v++) {
                     const VEC xb = FN(vset1)(xr[(ptrdiff_t)u * W + s * j + v]);
                     for (int qv = 0; qv < QB; qv++)
-                        acc[(u * KW + v) * QB + qv] = FN(vfma)(acc[(u * KW + v) * QB + qv], xb, dv[qv]);
+                        acc[(u * VB + v) * QB + qv] = FN(vfma)(acc[(u * VB + v) * QB + qv], xb, dv[qv]);
                 }
         }
     }
     for (int u = 0; u < UB; u++)
-        for (int v = 0; v < KW; v++)
+        for (int v = 0; v < VB; v++)
             for (int qv = 0; qv < QB; qv++)
-                FN(vstore)(gp + (((ptrdiff_t)(u0 + u) * KW + v) * MQ) + q0 + qv * LANES,
-                           acc[(u * KW + v) * QB + qv]);
+                FN(vstore)(gp + (((ptrdiff_t)(u0 + u) * KW + v0 + v) * MQ) + q0 + qv * LANES,
+                           acc[(u * VB + v) * QB + qv]);
 }
 
 /* weight-gradient partials of one sample, eq. (39)-(40) with stride s:
@@ -268,38 +270,26 @@ static void FN(wgrad_maps)(const REAL *x, int C, int H, int W, const REAL *dT, i
         REAL *gp = g + (ptrdiff_t)p * KH * KW * MQ;
         for (int q0 = 0; q0 < MQ; q0 += 2 * LANES) {
             const int QB = MQ - q0 >= 2 * LANES ? 2 : 1;
-            /* rows of the kernel per tile: as many as 24 registers hold */
-            int UB = 24 / (KW * QB);
-            if (UB < 1) UB = 1;
+            /* columns, then rows, of the kernel per tile: as many as 24 registers hold */
+            const int VB = KW * QB <= 24 ? KW : 24 / QB;
+            const int UB = 24 / (VB * QB);
             for (int u0 = 0; u0 < KH; u0 += UB) {
                 const int ub = KH - u0 < UB ? KH - u0 : UB;
-                if (KW == 3 && QB == 2 && ub == 3)
-                    FN(wgrad_maps_tile)(xp, W, dT, MQ, OH, OW, s, u0, 3, 3, q0, 2, gp);
-                else if (KW == 3 && QB == 1 && ub == 3)
-                    FN(wgrad_maps_tile)(xp, W, dT, MQ, OH, OW, s, u0, 3, 3, q0, 1, gp);
-                else if (KW == 5 && QB == 2 && ub == 2)
-                    FN(wgrad_maps_tile)(xp, W, dT, MQ, OH, OW, s, u0, 2, 5, q0, 2, gp);
-                else if (KW == 5 && QB == 1 && ub == 4)
-                    FN(wgrad_maps_tile)(xp, W, dT, MQ, OH, OW, s, u0, 4, 5, q0, 1, gp);
-                else if (KW * QB <= 24)
-                    FN(wgrad_maps_tile)(xp, W, dT, MQ, OH, OW, s, u0, ub, KW, q0, QB, gp);
-                else /* wider than the accumulators: a column of the kernel at a time */
-                    for (int v0 = 0; v0 < KW; v0++)
-                        for (int u = u0; u < u0 + ub; u++) {
-                            const REAL *xs = xp + v0; /* columns v0.. of x, KW = 1 */
-                            REAL tmp[2 * LANES * 1];
-                            for (int qv = 0; qv < QB; qv++) {
-                                VEC a = FN(vzero)();
-                                for (int i = 0; i < OH; i++)
-                                    for (int j = 0; j < OW; j++)
-                                        a = FN(vfma)(a, FN(vset1)(xs[(ptrdiff_t)(s * i + u) * W + s * j]),
-                                                     FN(vload)(dT + ((ptrdiff_t)i * OW + j) * MQ + q0 + qv * LANES));
-                                FN(vstore)(tmp + qv * LANES, a);
-                            }
-                            for (int qv = 0; qv < QB; qv++)
-                                memcpy(gp + (((ptrdiff_t)u * KW + v0) * MQ) + q0 + qv * LANES,
-                                       tmp + qv * LANES, sizeof(REAL) * LANES);
-                        }
+                for (int v0 = 0; v0 < KW; v0 += VB) {
+                    const int vb = KW - v0 < VB ? KW - v0 : VB;
+                    /* the paper's and today's kernel sizes with constant tiles */
+                    if (KW == 3 && QB == 2 && ub == 3)
+                        FN(wgrad_maps_tile)(xp, W, dT, MQ, OH, OW, s, u0, 3, 0, 3, 3, q0, 2, gp);
+                    else if (KW == 3 && QB == 1 && ub == 3)
+                        FN(wgrad_maps_tile)(xp, W, dT, MQ, OH, OW, s, u0, 3, 0, 3, 3, q0, 1, gp);
+                    else if (KW == 5 && QB == 2 && ub == 2)
+                        FN(wgrad_maps_tile)(xp, W, dT, MQ, OH, OW, s, u0, 2, 0, 5, 5, q0, 2, gp);
+                    else if (KW == 5 && QB == 1 && ub == 4)
+                        FN(wgrad_maps_tile)(xp, W, dT, MQ, OH, OW, s, u0, 4, 0, 5, 5, q0, 1, gp);
+                    else
+                        FN(wgrad_maps_tile)(xp, W, dT, MQ, OH, OW, s, u0, ub, v0, vb, KW, q0, QB,
+                                            gp);
+                }
             }
         }
     }
