@@ -74,6 +74,42 @@ def write(path, model, training_state=None, training_arrays=None):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+# Keys of Sequential.get_config() that describe how a model is used, not
+# what it computes: a checkpoint resumes whatever they hold.
+NOT_ARCHITECTURE = ("classes", "default_optimizer")
+
+
+def architecture_difference(saved, current):
+    """None if two get_config() dicts describe the same network, else a short
+    phrase naming the first difference (a layer, the input, the dtype...)."""
+    saved = {k: v for k, v in saved.items() if k not in NOT_ARCHITECTURE}
+    current = {k: v for k, v in current.items() if k not in NOT_ARCHITECTURE}
+    if saved == current:
+        return None
+    for key in ("input_shape", "dtype", "loss"):
+        if saved.get(key) != current.get(key):
+            return f"{key} {saved.get(key)!r} there, {current.get(key)!r} here"
+    a, b = saved.get("layers", []), current.get("layers", [])
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x == y:
+            continue
+        cx, cy = x.get("config", {}), y.get("config", {})
+        name = cy.get("name", i + 1)
+        if x.get("type") != y.get("type"):
+            return f"layer {name}: {x.get('type')} there, {y.get('type')} here"
+        keys = [k for k in sorted(set(cx) | set(cy)) if cx.get(k) != cy.get(k)]
+        return f"layer {name} ({y.get('type')}): " + ", ".join(
+            f"{k} {_short(cx.get(k))} there, {_short(cy.get(k))} here" for k in keys[:3])
+    return f"{len(a)} layers there, {len(b)} here"
+
+
+def _short(value):
+    if value is None:
+        return "the default"  # get_config leaves defaults out
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def bad(path, why):
     """The ValueError for a file that is not a usable model file."""
     return ValueError(f"{os.fspath(path)!s} is not a usable fastcnn model file: {why}")

@@ -28,13 +28,14 @@ thread that uses it, which would wait for the step.
 
 fit's own work around its loop is done by callbacks too, run before the
 ones it is given: DivergenceCheck, LearningRateSchedule (schedule=),
-ModelCheckpoint (checkpoint_dir=) and ProgressBar (progress=).
+ChanceLevelCheck, ModelCheckpoint (checkpoint_dir=) and ProgressBar
+(progress=, verbose=).
 """
 
-import json
 import math
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -270,9 +271,11 @@ class ModelCheckpoint(Callback):
                 saved = type(model).from_config(f.model_config).get_config()
             except (TypeError, ValueError, KeyError) as e:
                 raise _modelfile.bad(path, f"its architecture cannot be built ({e})") from None
-            if saved != model.get_config():
-                raise ValueError(f"{path} holds a different architecture than this model: "
-                                 f"{json.dumps(saved)}")
+            difference = _modelfile.architecture_difference(saved, model.get_config())
+            if difference is not None:
+                raise ValueError(f"{path} holds a different architecture than this model "
+                                 f"({difference}); resume with the model it was made with, "
+                                 f"or start a new checkpoint directory")
             for key, value in run.arguments.items():
                 if state["arguments"].get(key) != value:
                     raise ValueError(
@@ -294,17 +297,28 @@ class ModelCheckpoint(Callback):
 
 
 class ProgressBar(Callback):
-    """A progress bar per epoch (tqdm) with images/s, the batch's loss and
-    the smoothed loss; drawn only when stderr is a terminal."""
+    """What fit shows while it trains, by `verbose` (as Keras's fit has it):
 
-    def __init__(self, show=True):
-        self.show = bool(show) and sys.stderr.isatty()
+        0  nothing
+        1  a progress bar per epoch with images/s, the batch's loss and the
+           smoothed loss (tqdm.auto: a widget in Jupyter when ipywidgets is
+           installed, text on stderr elsewhere)
+        2  one line per epoch on stdout: loss, smoothed loss, validation
+           error, time (for logs and pipes, where a bar is noise)
+    """
+
+    def __init__(self, verbose=1):
+        self.verbose = check_choice(verbose, "verbose", (0, 1, 2))
         self._bar = None
 
     def on_epoch_begin(self, epoch, model):
-        if not self.show:
+        if self.verbose != 1:
             return
-        from tqdm.auto import tqdm  # here, not at import: it brings in asyncio
+        with warnings.catch_warnings():
+            # tqdm.auto warns "IProgress not found" in a notebook without
+            # ipywidgets, then draws a text bar: that bar is all we want
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            from tqdm.auto import tqdm  # here, not at import: it brings in asyncio
 
         run = self.run
         self._bar = tqdm(total=run.batches.images_per_epoch, desc=f"epoch {epoch}/{run.epochs}",
@@ -320,6 +334,16 @@ class ProgressBar(Callback):
     def on_batches_end(self, epoch, batch, model):
         self._close()
 
+    def on_epoch_end(self, epoch, logs, model):
+        if self.verbose != 2:
+            return
+        rate = self.run.batches.images_per_epoch / max(logs["seconds"], 1e-9)
+        line = (f"epoch {epoch}/{self.run.epochs}: loss {logs['loss']:.4f}, smoothed "
+                f"{logs['smoothed_loss']:.4f}")
+        if "val_error" in logs:
+            line += f", validation error {logs['val_error']:.4f}"
+        print(f"{line}, {logs['seconds']:.2f} s ({rate:,.0f} images/s)", flush=True)
+
     def on_train_end(self, model, history):
         self._close()
 
@@ -327,6 +351,95 @@ class ProgressBar(Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def resolve_verbose(verbose, progress=True):
+    """fit's verbose (0, 1, 2 or "auto") as a number: "auto" (and None) is
+    nothing when progress=False, a bar where someone watches (a terminal
+    or a Jupyter kernel), else a line per epoch."""
+    if verbose is None or (isinstance(verbose, str) and verbose == "auto"):
+        if not progress:
+            return 0
+        return 1 if _watched() else 2
+    if isinstance(verbose, bool):
+        return int(verbose)
+    return check_choice(verbose, "verbose", (0, 1, 2, "auto"))
+
+
+def _watched():
+    """Whether a bar would be seen: stderr is a terminal, or this is a
+    Jupyter kernel (whose stderr is no terminal but shows bars)."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
+def _caller_outside_fastcnn():
+    """The stacklevel of warnings.warn that names the first caller outside
+    the package (the user's fit), not fastcnn's own loop."""
+    package, frame, level = os.path.dirname(os.path.abspath(__file__)), sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+class NotLearningWarning(UserWarning):
+    """A whole epoch of training did no better than chance (ChanceLevelCheck)."""
+
+
+class ChanceLevelCheck(Callback):
+    """Warn (NotLearningWarning, once per fit) when an epoch of at least
+    MIN_BATCHES batches ends with its loss at chance level: the mean loss
+    of its second half no lower than CLOSE x the loss of a model that
+    ignores the image and outputs the class frequencies p of the training
+    targets, the best a network that learns nothing can do:
+
+        cross-entropy   -sum_k p_k ln p_k        (ln K for balanced classes)
+        squared error   1/2 sum_k p_k (1 - p_k)   (eq. (13) at yhat = p)
+
+    Such a run almost always has a learning rate too large for its model
+    (saturated sigmoids, dead ReLUs); DivergenceCheck catches only the runs
+    that reach NaN."""
+
+    MIN_BATCHES = 10
+    CLOSE = 0.98
+    ABOVE = 1.01  # further above chance than SGD's noise around it
+
+    def on_train_begin(self, model, history):
+        t = self.run.batches.t.reshape(self.run.batches.n, -1)
+        p = t.mean(axis=0, dtype=np.float64)
+        if model.loss == "cross_entropy":
+            self.chance = float(-np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0)))
+        else:  # mean over samples of 1/2 sum_k (t_k - p_k)^2, exact for soft targets too
+            self.chance = float(0.5 * np.sum(np.mean((t - p) ** 2, axis=0, dtype=np.float64)))
+        self.warned = False
+
+    def on_batches_end(self, epoch, batch, model):
+        losses = self.run.history.loss[-batch:]
+        if self.warned or batch < self.MIN_BATCHES or self.chance <= 0:
+            return
+        recent = float(np.mean(losses[len(losses) // 2:]))
+        if recent < self.CLOSE * self.chance:
+            return
+        self.warned = True
+        optimizer, (name, lr) = self.run.optimizer, model.default_optimizer
+        if recent > self.ABOVE * self.chance:
+            why = ("its loss is above that level, as when the outputs saturate: the learning "
+                   "rate is too large for this model")
+        else:
+            why = ("the usual cause is a learning rate too large for this model; a far too "
+                   "small one, or too few steps yet (the paper's sigmoid network sits at this "
+                   "level for its first few hundred batches), look the same")
+        own = ""
+        kind = ("adam" if type(optimizer).__name__ == "Adam"
+                else "momentum" if getattr(optimizer, "momentum", 0) else "sgd")
+        if (name, lr) != (kind, optimizer.lr):
+            own = f"; this model trains best with {name} at lr {lr:g}"
+        warnings.warn(
+            f"epoch {epoch}: the loss stayed at chance level (mean {recent:.4g} over the "
+            f"epoch's last {len(losses) - len(losses) // 2} batches; {self.chance:.4g} is the "
+            f"loss of predicting the class frequencies whatever the image): the network has "
+            f"not learned. {why[0].upper() + why[1:]}. Try a learning rate 10x smaller than "
+            f"{optimizer.lr:g} ({type(optimizer).__name__}){own}",
+            NotLearningWarning, stacklevel=_caller_outside_fastcnn())
 
 
 def check_callbacks(callbacks):
@@ -338,5 +451,6 @@ def check_callbacks(callbacks):
     return callbacks
 
 
-__all__ = ["Callback", "CSVLogger", "DivergenceCheck", "EarlyStopping", "LearningRateSchedule",
-           "ModelCheckpoint", "ProgressBar", "check_callbacks"]
+__all__ = ["Callback", "ChanceLevelCheck", "CSVLogger", "DivergenceCheck", "EarlyStopping",
+           "LearningRateSchedule", "ModelCheckpoint", "NotLearningWarning", "ProgressBar",
+           "check_callbacks", "resolve_verbose"]

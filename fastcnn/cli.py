@@ -12,6 +12,7 @@ import argparse
 import os
 import platform
 import sys
+import warnings
 from functools import partial
 
 import numpy as np
@@ -20,6 +21,7 @@ from fastcnn import conv_algorithms, datasets, models, optim
 from fastcnn._validate import DTYPES, check_int, check_positive_float
 from fastcnn._version import __version__
 from fastcnn.callbacks import Callback
+from fastcnn.training import TrainingInterrupted
 
 # the choices of the options, as the library names them
 MODELS = list(models.BUILDERS)
@@ -146,9 +148,14 @@ def build_parser():
     predict.add_argument("model", help="a model file written by fastcnn (.npz)")
     predict.add_argument("images", nargs="+", help="IDX, .npy or picture files")
     predict.add_argument("--csv", default=None, metavar="PATH",
-                         help="write file,index,label,score_0.. rows to PATH instead of printing")
+                         help="write file,index,label,class,score_0.. rows to PATH instead of "
+                              "printing")
     predict.add_argument("--invert", action="store_true",
                          help="use 1 - pixel (dark strokes on light paper, unlike MNIST)")
+    predict.add_argument("--top", type=_positive_int, default=1, metavar="K",
+                         help="print the K most likely classes of each image (default 1)")
+    predict.add_argument("--resize", action="store_true",
+                         help="scale images of another size to the model's (needs Pillow)")
     predict.set_defaults(run=cmd_predict)
 
     gradcheck = command(
@@ -258,6 +265,7 @@ def cmd_train(args):
         fastcnn.set_num_threads(args.threads)
     x, y, x_test, y_test = _load_data(args)
     model = models.BUILDERS[args.model](seed=args.seed, dtype=args.dtype, algorithm=args.algorithm)
+    model.classes = datasets.CLASS_NAMES[args.dataset]
     name = _optimizer_name(args)
     optimizer = optim.create(name, model, lr=args.lr)
     algorithms = sorted({layer.algorithm_used for layer in model.layers
@@ -274,13 +282,16 @@ def cmd_train(args):
     hooks.append(_PrintEpochs())
     try:
         history = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size,
-                            optimizer=optimizer, seed=args.seed, progress=not args.no_progress,
+                            optimizer=optimizer, seed=args.seed, verbose=_bar(args),
                             validation_data=(x_test, y_test), callbacks=hooks,
                             checkpoint_dir=args.checkpoint_dir, resume=args.resume)
     except KeyboardInterrupt as e:
-        hint = ("; go on with the same command and --resume" if args.checkpoint_dir
-                else "; use --checkpoint-dir to be able to resume")
-        print(f"fastcnn: interrupted: {e or 'training stopped'}{hint}", file=sys.stderr)
+        where = (f" in epoch {e.epoch} after batch {e.batch}"
+                 if isinstance(e, TrainingInterrupted) else "")
+        hint = (f"; {args.checkpoint_dir}/last.npz holds the last whole epoch: go on with the "
+                f"same command and --resume" if args.checkpoint_dir
+                else "; nothing was saved (with --checkpoint-dir a run can be resumed)")
+        print(f"fastcnn: training interrupted{where}{hint}", file=sys.stderr)
         return 130
     if not history.val_error:
         print(f"nothing to do: the checkpoint already holds {args.epochs} epoch(s)")
@@ -321,7 +332,7 @@ def _train_recipe(args):
     hooks.append(_PrintEpochs())
     model, history = recipes.fashion_mnist(x, y, validation_data=(x_test, y_test), seed=args.seed,
                                            epochs=epochs, dtype=args.dtype,
-                                           progress=not args.no_progress, callbacks=hooks,
+                                           verbose=_bar(args), callbacks=hooks,
                                            algorithm=args.algorithm)
     error = history.val_error[-1]
     print(f"test error: {error:.4f} ({round(error * len(x_test))} of {len(x_test)} misclassified)")
@@ -347,6 +358,12 @@ def _check_writable(option, path):
         raise ValueError(f"{option} {path}: cannot write in {parent}")
 
 
+def _bar(args):
+    """fit's verbose for the command line: a bar on a terminal unless
+    --no-progress; the line per epoch is _PrintEpochs's, bar or not."""
+    return 1 if not args.no_progress and sys.stderr.isatty() else 0
+
+
 class _PrintEpochs(Callback):
     """A line per epoch, besides the progress bar."""
 
@@ -365,11 +382,18 @@ def cmd_evaluate(args):
     print(f"{args.model} on {args.dataset} {args.split} ({len(y)} images): error "
           f"{wrong.mean():.4f} ({int(wrong.sum())} misclassified)")
     names = datasets.CLASS_NAMES[args.dataset]
+    if model.classes is not None and list(model.classes) != list(names):
+        print(f"note: the model's classes ({', '.join(model.classes)}) are not those of "
+              f"{args.dataset}; the ids are compared as they are")
     width = max(len(n) for n in names)
     for c, name in enumerate(names):
         mask = y == c
         if mask.any():
-            print(f"  {name.ljust(width)}  error {wrong[mask].mean():.4f} of {int(mask.sum())}")
+            confused = np.bincount(predicted[mask & wrong], minlength=len(names))
+            most = (f", most often taken for {model.class_name(int(np.argmax(confused)))}"
+                    if confused.any() else "")
+            print(f"  {name.ljust(width)}  error {wrong[mask].mean():.4f} of "
+                  f"{int(mask.sum())}{most}")
     return 0
 
 
@@ -377,25 +401,39 @@ def cmd_predict(args):
     import fastcnn
     from fastcnn._files import write_csv
 
+    if args.csv:
+        _check_writable("--csv", args.csv)
     model = fastcnn.load(args.model)
+    k = model.num_classes
+    if args.top > k:
+        raise ValueError(f"--top {args.top}: the model has only {k} classes")
+    channels, size = model.input_shape[0], model.input_shape[1:]
     rows = []
     for path in args.images:
-        x = datasets.read_images(path, channels=model.input_shape[0])
+        x = datasets.read_images(path, channels=channels, size=size if args.resize else None)
+        if x.shape[1] != channels:
+            raise ValueError(f"{path}: {x.shape[1]}-channel images, the model takes {channels}")
+        if x.shape[2:] != size:
+            raise ValueError(f"{path}: {x.shape[2]}x{x.shape[3]} images, the model takes "
+                             f"{size[0]}x{size[1]}; give --resize to scale them")
         if args.invert:
             x = 1 - x
-        scores = model.predict_scores(x)
-        for i, s in enumerate(scores):
-            rows.append((path, i, int(np.argmax(s)), s))
+        proba = model.predict_proba(x)
+        for i, p in enumerate(proba):
+            rows.append((path, i, p))
     if args.csv:
-        k = model.output_shape[0]
-        write_csv(args.csv, [dict({"file": path, "index": i, "label": label},
-                                  **{f"score_{j}": f"{v:.6g}" for j, v in enumerate(s)})
-                             for path, i, label, s in rows],
-                  ["file", "index", "label"] + [f"score_{j}" for j in range(k)])
+        write_csv(args.csv, [dict({"file": path, "index": i, "label": int(np.argmax(p)),
+                                   "class": model.class_name(int(np.argmax(p)))},
+                                  **{f"score_{j}": f"{v:.6g}" for j, v in enumerate(p)})
+                             for path, i, p in rows],
+                  ["file", "index", "label", "class"] + [f"score_{j}" for j in range(k)])
         print(f"{len(rows)} predictions written to {args.csv}")
-    else:
-        for path, i, label, _ in rows:
-            print(f"{path}[{i}]: {label}")
+        return 0
+    # each class with its probability (a softmax model) or output (the
+    # paper's sigmoids); class ids for a model saved without names
+    for path, i, p in rows:
+        best = np.argsort(-p, kind="stable")[: args.top]
+        print(f"{path}[{i}]: " + ", ".join(f"{model.class_name(int(c))} {p[c]:.3f}" for c in best))
     return 0
 
 
@@ -514,11 +552,18 @@ def cmd_info(args):
     return 0
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line of the command's own voice, not a source location."""
+    print(f"fastcnn: warning: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():  # restores showwarning afterwards
+            warnings.showwarning = _show_warning
+            return args.run(args)
     except KeyboardInterrupt:
         print("fastcnn: interrupted", file=sys.stderr)
         return 130

@@ -18,7 +18,7 @@ import zlib
 import numpy as np
 
 from fastcnn._files import atomic_write
-from fastcnn._validate import check_dtype
+from fastcnn._validate import check_dtype, check_shape
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -290,7 +290,7 @@ def standardize(train, *others):
     return out if others else out[0]
 
 
-def read_images(path, channels=1):
+def read_images(path, channels=1, size=None):
     """Images to classify, from an IDX file (raw or gzip), a .npy file, or a
     picture (PNG, JPEG...: needs Pillow, which `fastcnn[plot]` brings).
 
@@ -298,7 +298,44 @@ def read_images(path, channels=1):
     by 255; float .npy arrays are taken as they are and must lie in [0, 1].
     Shapes (H, W), (N, H, W) and (N, C, H, W) are accepted; pictures are
     converted to grey (channels=1) or RGB (channels=3).
+
+    size : (H, W), optional
+        Scale images of another size to H x W (Pillow's antialiased
+        bilinear filter, on every channel; needs Pillow).
     """
+    if size is not None:
+        size = check_shape(size, "size must be (height, width)")
+        if len(size) != 2:
+            raise ValueError(f"size must be (height, width), got {size!r}")
+    a = _read_image_array(path, channels)
+    if size is not None and a.shape[2:] != size:
+        a = resize(a, size)
+    return a
+
+
+def resize(images, size):
+    """float32 images (N, C, H, W) scaled to size (H', W') by Pillow's
+    antialiased bilinear filter, channel by channel, clipped to [0, 1]."""
+    Image = _pillow("resizing images")
+    h, w = size
+    out = np.empty(images.shape[:2] + (h, w), np.float32)
+    for i in range(images.shape[0]):
+        for c in range(images.shape[1]):
+            plane = Image.fromarray(np.ascontiguousarray(images[i, c], dtype=np.float32), mode="F")
+            out[i, c] = np.asarray(plane.resize((w, h), Image.Resampling.BILINEAR))
+    return np.clip(out, 0, 1, out=out)
+
+
+def _pillow(purpose):
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError(f"{purpose} needs Pillow: pip install 'fastcnn[plot]' (from a "
+                          f"checkout: pip install '.[plot]')") from None
+    return Image
+
+
+def _read_image_array(path, channels):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
@@ -311,10 +348,7 @@ def read_images(path, channels=1):
     elif name.endswith((".gz", ".idx")) or "-ubyte" in name or "idx3" in name:
         a = read_idx(path)
     else:
-        try:
-            from PIL import Image
-        except ImportError:
-            raise ImportError(f"reading {path} needs Pillow: pip install 'fastcnn[plot]'") from None
+        Image = _pillow(f"reading {path}")
         try:
             with Image.open(path) as img:
                 a = np.asarray(img.convert("L" if channels == 1 else "RGB"))
@@ -340,4 +374,4 @@ def read_images(path, channels=1):
 
 
 __all__ = ["load", "read_idx", "download", "locate", "search_path", "cache_dir", "DatasetError",
-           "CLASS_NAMES", "read_images", "standardize"]
+           "CLASS_NAMES", "read_images", "resize", "standardize"]

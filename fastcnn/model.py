@@ -21,7 +21,7 @@ from functools import partial
 
 import numpy as np
 
-from fastcnn import _activation, _modelfile, _threads, losses, training
+from fastcnn import _activation, _modelfile, _threads, losses, optim, training
 from fastcnn._threads import SharedLock
 from fastcnn._validate import (
     check_dtype,
@@ -66,6 +66,17 @@ class Sequential:
         What backprop and fit minimise (fastcnn.losses): the paper's squared
         error on the outputs, or the softmax cross-entropy on the scores of
         a last layer without activation.
+    classes : list of str, optional
+        A name per output class (see `classes` below).
+    default_optimizer : str or (str, float), optional
+        What `fit` trains with when given neither an optimizer nor a
+        learning rate: a name of fastcnn.optim.create ("sgd", "momentum",
+        "adam") and its learning rate (optim.DEFAULT_LR by default). When not
+        given: the paper's plain SGD with alpha = 1 for loss="mse" (the
+        squared error of sigmoid outputs, which that rate suits), Adam with
+        lr 1e-3 for "cross_entropy" (today's ReLU networks, which SGD at
+        alpha = 1 sends to chance level). The builders of fastcnn.models set
+        their own.
 
     Attributes
     ----------
@@ -77,6 +88,10 @@ class Sequential:
         batch norm's running estimates, dropout's key and mask count.
         Training passes (fit, backprop) update them; inference passes
         (forward, predict, evaluate) only read them.
+    classes : list of str or None
+        The name of each class, in output order (datasets.CLASS_NAMES gives
+        those of the datasets), or None. Saved with the model; predict and
+        evaluate on the command line print them.
     lock : fastcnn._threads.SharedLock
         Forward passes hold it for reading, training steps for writing; hold
         `with model.lock.writing():` to change parameters by hand while other
@@ -90,7 +105,8 @@ class Sequential:
     `fastcnn.load` refuses a file with such parameters in the same way.
     """
 
-    def __init__(self, layers, input_shape, dtype="float32", seed=0, loss="mse"):
+    def __init__(self, layers, input_shape, dtype="float32", seed=0, loss="mse", classes=None,
+                 default_optimizer=None):
         if isinstance(layers, Layer):
             raise TypeError(f"layers must be a list of fastcnn layers, got a single layer "
                             f"{layers!r}: put it in a list")
@@ -136,7 +152,36 @@ class Sequential:
         self._workspaces = WorkspacePool(partial(Workspace, self.layers, self.output_shape,
                                                  self.dtype))
         self.stop_training = False  # set by a callback to end fit after the epoch
+        self._classes = None
+        self.classes = classes
+        if default_optimizer is None:
+            default_optimizer = "sgd" if loss == "mse" else "adam"
+        self.default_optimizer = optim.name_and_rate(default_optimizer, "default_optimizer")
         self.reset_parameters(seed)
+
+    @property
+    def classes(self):
+        return self._classes
+
+    @classes.setter
+    def classes(self, names):
+        if names is None:
+            self._classes = None
+            return
+        if not isinstance(names, (list, tuple, np.ndarray)):
+            raise TypeError(f"classes must be a list of class names, got {names!r}")
+        names = [str(n) for n in names]
+        if len(names) != self.num_classes:
+            raise ValueError(f"classes must name the model's {self.num_classes} classes, "
+                             f"got {len(names)} names")
+        if len(set(names)) != len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise ValueError(f"classes must be distinct names; {twice!r} appears twice")
+        self._classes = names
+
+    def class_name(self, k):
+        """The name of class id k: classes[k], or str(k) for a model without names."""
+        return self._classes[k] if self._classes is not None else str(k)
 
     def _check_scores_layer(self):
         last = next((layer for layer in reversed(self.layers) if not isinstance(layer, Flatten)),
@@ -236,6 +281,10 @@ class Sequential:
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "-" * len(lines[0]))
         lines.append(f"total parameters: {self.num_parameters()}  ({self.dtype.name})")
+        name, lr = self.default_optimizer
+        lines.append(f"fit without an optimizer trains with: {name}, lr {lr:g}")
+        if self._classes is not None:
+            lines.append("classes: " + ", ".join(self._classes))
         return "\n".join(lines)
 
     def __repr__(self):
@@ -352,7 +401,7 @@ class Sequential:
     def fit(self, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
             validation_data=None, callbacks=None, checkpoint_dir=None, resume=False,
             optimizer=None, schedule=None, validation_split=None, drop_last=False,
-            label_smoothing=0.0, augment=None):
+            label_smoothing=0.0, augment=None, verbose="auto"):
         """Train with SGD on mini-batches, as the DeepLearnToolbox demo does.
 
         Parameters
@@ -368,14 +417,21 @@ class Sequential:
             may be smaller. A batch_size larger than the number of images
             gives one batch of all of them per epoch, as in Keras and with
             PyTorch's DataLoader.
-        lr : float
-            Learning rate alpha of eq. (65)-(70) for plain SGD (default 1.0,
-            as in the demo). Give it to the optimizer instead when you pass one.
+        lr : float, optional
+            Learning rate alpha of eq. (65)-(70) for plain SGD. Give it to
+            the optimizer instead when you pass one. With neither lr nor
+            optimizer, fit trains with the model's `default_optimizer`
+            (summary() names it): the demo's SGD at alpha = 1 for seed_cnn,
+            Adam at 1e-3 for LeNet-5 and for other cross-entropy models.
         seed : int
             Seeds the shuffle of every epoch (np.random.default_rng(seed)).
         progress : bool
-            Show a progress bar with loss, smoothed loss and images/s (only
-            when stderr is a terminal).
+            False: show nothing (verbose=0).
+        verbose : 0, 1, 2 or "auto"
+            What to show, as Keras's fit: 0 nothing, 1 a progress bar per
+            epoch with loss, smoothed loss and images/s (a widget in
+            Jupyter), 2 one line per epoch. "auto": a bar where one is seen
+            (a terminal, Jupyter), else a line per epoch (logs, pipes).
         validation_data : (x_val, y_val), optional
             Evaluated after each epoch into `History.val_error`.
         callbacks : list of fastcnn.callbacks.Callback, optional
@@ -392,7 +448,7 @@ class Sequential:
             bit, that of a run that was never interrupted.
         optimizer : fastcnn.optim.Optimizer, optional
             Made for this model: SGD(model, lr, momentum, nesterov,
-            weight_decay) or Adam(model, ...). Default: plain SGD with `lr`.
+            weight_decay) or Adam(model, ...). Default: see lr.
         schedule : fastcnn.optim.StepLR, CosineLR or OneCycleLR, optional
             Sets the optimizer's learning rate at the start of every epoch
             (StepLR, CosineLR) or before every step (OneCycleLR).
@@ -429,7 +485,7 @@ class Sequential:
                             callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume,
                             optimizer=optimizer, schedule=schedule,
                             validation_split=validation_split, drop_last=drop_last,
-                            label_smoothing=label_smoothing, augment=augment)
+                            label_smoothing=label_smoothing, augment=augment, verbose=verbose)
 
     def predict_scores(self, x, batch_size=256, check_input=True):
         """Outputs (N, K) of `forward`, computed batch_size images at a time
@@ -474,20 +530,34 @@ class Sequential:
 
     # ------------------------------------------------------------ persistence
     def get_config(self):
-        """Architecture as JSON-compatible values (no parameters)."""
-        return {
+        """Architecture as JSON-compatible values (no parameters), with the
+        class names and the default optimizer (see _modelfile.architecture)."""
+        name, lr = self.default_optimizer
+        config = {
             "input_shape": list(self.input_shape),
             "dtype": self.dtype.name,
             "loss": self.loss,
             "layers": [{"type": type(layer).__name__, "config": layer.get_config()}
                        for layer in self.layers],
+            "default_optimizer": {"name": name, "lr": lr},
         }
+        if self._classes is not None:
+            config["classes"] = list(self._classes)
+        return config
 
     @classmethod
     def from_config(cls, config):
-        """Rebuild an (initialised, untrained) model from get_config()'s output."""
+        """Rebuild an (initialised, untrained) model from get_config()'s output
+        (files written before classes and default_optimizer existed lack them)."""
+        opt = config.get("default_optimizer")
+        if opt is not None:
+            if not isinstance(opt, dict) or set(opt) != {"name", "lr"}:
+                raise ValueError(f"default_optimizer must be {{'name': ..., 'lr': ...}}, "
+                                 f"got {opt!r}")
+            opt = (opt["name"], opt["lr"])
         return cls(layers_from_config(config), config["input_shape"], dtype=config["dtype"],
-                   loss=config.get("loss", "mse"))
+                   loss=config.get("loss", "mse"), classes=config.get("classes"),
+                   default_optimizer=opt)
 
     def __reduce__(self):
         # pickle (multiprocessing, Dask) holds what save() writes: the
@@ -548,6 +618,7 @@ def seed_cnn(seed=0, dtype="float32", algorithm="auto"):
         input_shape=(1, 28, 28),
         dtype=dtype,
         seed=seed,
+        default_optimizer=("sgd", 1.0),  # the demo's alpha
     )
 
 

@@ -23,6 +23,12 @@ from fastcnn.layers import (
 )
 from fastcnn.model import Sequential, seed_cnn
 
+# What each trains with best, at optim.DEFAULT_LR: the paper's SGD (alpha 1)
+# for seed_cnn, Adam for LeNet-5, SGD with momentum for vgg_mini. The
+# builders make it the model's default_optimizer, which fit uses when given
+# neither an optimizer nor a learning rate, as the command line does.
+RECOMMENDED_OPTIMIZER = {"seed_cnn": "sgd", "lenet5": "adam", "vgg_mini": "momentum"}
+
 __all__ = ["seed_cnn", "lenet5", "vgg_mini", "BUILDERS", "RECOMMENDED_OPTIMIZER"]
 
 
@@ -76,6 +82,7 @@ def lenet5(seed=0, dtype="float32", activation="relu", pooling="max", input_shap
         dtype=dtype,
         seed=seed,
         loss=loss,
+        default_optimizer=RECOMMENDED_OPTIMIZER["lenet5"],
     )
 
 
@@ -125,8 +132,7 @@ def vgg_mini(seed=0, dtype="float32", widths=(16, 32), hidden=256, input_shape=(
                                         init=init, name="FC"),
                Dense(hidden, check_int(classes, "classes"), init=init, name="OUT")]
     return Sequential(layers, input_shape=input_shape, dtype=dtype, seed=seed,
-                      loss="cross_entropy")
+                      loss="cross_entropy", default_optimizer=RECOMMENDED_OPTIMIZER["vgg_mini"])
 
 
 BUILDERS = {"seed_cnn": seed_cnn, "lenet5": lenet5, "vgg_mini": vgg_mini}
-RECOMMENDED_OPTIMIZER = {"seed_cnn": "sgd", "lenet5": "adam", "vgg_mini": "momentum"}

@@ -358,6 +358,21 @@ DEFAULT_LR = {"sgd": 1.0, "momentum": 0.1, "adam": 1e-3}
 DEFAULT_MOMENTUM = 0.9  # of "momentum"
 
 
+def name_and_rate(spec, what="optimizer"):
+    """(name, lr) from a name of `create` or a (name, lr) pair; lr defaults
+    to DEFAULT_LR[name]."""
+    if isinstance(spec, str):
+        name, lr = spec, None
+    elif isinstance(spec, (tuple, list)) and len(spec) == 2:
+        name, lr = spec
+    else:
+        raise TypeError(f"{what} must be one of {tuple(DEFAULT_LR)} or a (name, lr) pair, "
+                        f"got {spec!r}")
+    check_choice(name, what, tuple(DEFAULT_LR))
+    lr = DEFAULT_LR[name] if lr is None else check_positive_float(lr, f"{what}'s lr")
+    return name, lr
+
+
 def create(name, model, lr=None, momentum=None, weight_decay=0.0):
     """An optimiser for `model` by name: "sgd" (the paper's eq. (65)-(70)),
     "momentum" (SGD with DEFAULT_MOMENTUM unless given) or "adam"; lr

@@ -10,14 +10,14 @@ on Fashion-MNIST in four epochs.
 
 import numpy as np
 
-from fastcnn import models, optim
+from fastcnn import datasets, models, optim
 from fastcnn._validate import check_images
 
 __all__ = ["fashion_mnist", "first_epoch_below"]
 
 
 def fashion_mnist(x, y, validation_data=None, seed=0, epochs=4, batch_size=128, dtype="float32",
-                  progress=True, callbacks=None, algorithm="auto"):
+                  progress=True, callbacks=None, algorithm="auto", verbose="auto"):
     """Train vgg_mini on images x (N, 1, 28, 28) in [0, 1] (as datasets.load
     gives them) and labels y.
 
@@ -29,6 +29,8 @@ def fashion_mnist(x, y, validation_data=None, seed=0, epochs=4, batch_size=128, 
     steps, then falling linearly to 0 (OneCycleLR); cross-entropy with label
     smoothing 0.1.
 
+    progress and verbose are those of fit.
+
     Returns (model, history); history.val_error holds the error on
     validation_data after each epoch, history.epoch_seconds the training
     time of each (evaluation excluded).
@@ -36,12 +38,13 @@ def fashion_mnist(x, y, validation_data=None, seed=0, epochs=4, batch_size=128, 
     x = check_images(x, (1, 28, 28), dtype, copy_dtype=False)
     mean, std = float(np.mean(x, dtype=np.float64)), float(np.std(x, dtype=np.float64))
     model = models.vgg_mini(seed=seed, dtype=dtype, normalize=(mean, std), algorithm=algorithm)
+    model.classes = datasets.CLASS_NAMES["fashion-mnist"]
     sgd = optim.SGD(model, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                     decay=optim.weights_only(model))
     history = model.fit(x, y, epochs=epochs, batch_size=batch_size, optimizer=sgd,
                         schedule=optim.OneCycleLR(warmup=0.2, start=0.1, end=0.0),
                         drop_last=True, label_smoothing=0.1, seed=seed, progress=progress,
-                        validation_data=validation_data, callbacks=callbacks)
+                        validation_data=validation_data, callbacks=callbacks, verbose=verbose)
     return model, history
 
 

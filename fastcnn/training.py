@@ -30,7 +30,7 @@ import zlib
 
 import numpy as np
 
-from fastcnn import _threads
+from fastcnn import _threads, optim
 from fastcnn import augment as _augment
 from fastcnn import callbacks as _callbacks
 from fastcnn._validate import (
@@ -219,7 +219,7 @@ class Run:
 def fit(model, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
         validation_data=None, callbacks=None, checkpoint_dir=None, resume=False,
         optimizer=None, schedule=None, validation_split=None, drop_last=False,
-        label_smoothing=0.0, augment=None):
+        label_smoothing=0.0, augment=None, verbose="auto"):
     """See Sequential.fit."""
     if validation_split is not None:
         x, y, validation_data = _split_off_validation(x, y, validation_split, validation_data)
@@ -235,7 +235,8 @@ def fit(model, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
         raise ValueError("resume=True needs the checkpoint_dir to resume from")
 
     run = Run(model, optimizer, batches, epochs, schedule, validation)
-    own = [_callbacks.DivergenceCheck()]
+    verbose = _callbacks.resolve_verbose(verbose, check_bool(progress, "progress"))
+    own = [_callbacks.DivergenceCheck(), _callbacks.ChanceLevelCheck()]
     if schedule is not None:
         own.append(_callbacks.LearningRateSchedule(schedule))
     hint = ""
@@ -245,7 +246,7 @@ def fit(model, x, y, epochs=1, batch_size=50, lr=None, seed=0, progress=True,
             checkpoint.restore(run)
         own.append(checkpoint)
         hint = checkpoint.resume_hint()
-    own.append(_callbacks.ProgressBar(progress))
+    own.append(_callbacks.ProgressBar(verbose))
     return train(run, own + given, interrupt_hint=hint)
 
 
@@ -294,10 +295,15 @@ def _each(callbacks, event, *args):
 
 
 def _check_optimizer(model, optimizer, lr):
-    """The optimizer fit uses: the one given (made for this model), or plain
-    SGD with lr (1.0, the demo's alpha, by default)."""
+    """The optimizer fit uses: the one given (made for this model); plain SGD
+    with alpha = lr when only lr is given (eq. (65)-(70)); with neither, the
+    model's own default_optimizer (the paper's SGD at alpha = 1 for
+    seed_cnn, Adam at 1e-3 for LeNet-5, ...)."""
+    if optimizer is None and lr is None:
+        name, rate = model.default_optimizer
+        return optim.create(name, model, lr=rate)
     if optimizer is None:
-        return SGD(model, lr=1.0 if lr is None else lr)
+        return SGD(model, lr=lr)
     if lr is not None:
         raise ValueError("give the learning rate to the optimizer, not to fit")
     if not isinstance(optimizer, Optimizer) or optimizer.model is not model:
@@ -333,6 +339,16 @@ def _check_validation(model, validation_data):
     return x_val, check_labels(y_val, x_val.shape[0], model.num_classes, name="y_val")
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped fit after batch `batch` of epoch `epoch`; the model
+    holds the parameters after that batch."""
+
+    def __init__(self, epoch, batch, hint=""):
+        super().__init__(f"training interrupted in epoch {epoch} after batch {batch}; the model "
+                         f"holds the parameters after that batch" + hint)
+        self.epoch, self.batch = epoch, batch
+
+
 class _StopOnInterrupt:
     """SIGINT during fit: note it and let the batch finish; a second one stops
     at once (or, if it lands while the model's lock is being taken or given
@@ -362,9 +378,7 @@ class _StopOnInterrupt:
         if self.abort:
             raise KeyboardInterrupt
         if self.requested:
-            raise KeyboardInterrupt(f"training interrupted in epoch {epoch} after batch {batch}; "
-                                    f"the model holds the parameters after that batch"
-                                    + self.hint)
+            raise TrainingInterrupted(epoch, batch, self.hint)
 
     def __exit__(self, *exc):
         if self._previous is not None:

@@ -185,9 +185,13 @@ def test_predict_formats(small_run, tmp_path):
             str(tmp_path / "one.png"))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert lines == [f"{tmp_path / 'u8.npy'}[{i}]: {expected[i]}" for i in range(3)] + \
+    # the class (MNIST's names are its digits) and its output
+    assert [line.rsplit(" ", 1)[0] for line in lines] == \
+        [f"{tmp_path / 'u8.npy'}[{i}]: {expected[i]}" for i in range(3)] + \
         [f"{tmp_path / 'f.npy'}[{i}]: {expected[i]}" for i in range(3)] + \
         [f"{tmp_path / 'one.png'}[0]: {expected[1]}"]
+    outputs = m.predict_proba(pixels[:, None] / 255.0)
+    assert float(lines[0].rsplit(" ", 1)[1]) == pytest.approx(outputs[0].max(), abs=5e-4)
     # CSV, from an IDX file, inverted
     idx = tmp_path / "img.idx"
     idx.write_bytes(bytes([0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 28, 0, 0, 0, 28]) + pixels.tobytes())
@@ -197,12 +201,14 @@ def test_predict_formats(small_run, tmp_path):
     with open(tmp_path / "out.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(row["label"]) for row in rows] == list(m.predict(1 - pixels[:, None] / 255.0))
-    assert len(rows[0]) == 3 + 10
+    assert [row["class"] for row in rows] == [row["label"] for row in rows]  # MNIST's names
+    assert len(rows[0]) == 4 + 10
 
 
 @pytest.mark.parametrize("content, match", [
     (None, "no such file"),
-    (np.zeros((2, 20, 20), np.uint8), "20x20 images, the model takes 28x28"),
+    (np.zeros((2, 20, 20), np.uint8), "20x20 images, the model takes 28x28; give --resize"),
+    (np.zeros((2, 3, 28, 28), np.uint8), "3-channel images, the model takes 1"),
     (np.full((1, 28, 28), 3.0), "in \\[0, 1\\]"),
 ])
 def test_predict_errors(small_run, tmp_path, content, match):
@@ -214,6 +220,56 @@ def test_predict_errors(small_run, tmp_path, content, match):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     import re
     assert re.search(match, r.stderr), r.stderr
+
+
+def test_predict_names_top_k_and_resize(tmp_path):
+    """A model with class names: predict prints the K most likely with their
+    probabilities, and scales other sizes with --resize."""
+    from fastcnn import models
+    model = models.lenet5(seed=1)
+    model.classes = fastcnn.datasets.CLASS_NAMES["fashion-mnist"]
+    path = tmp_path / "m.npz"
+    model.save(path)
+    rng = np.random.default_rng(2)
+    images = rng.random((2, 1, 28, 28)).astype(np.float32)
+    np.save(tmp_path / "x.npy", images)
+    r = run("predict", str(path), str(tmp_path / "x.npy"), "--top", "3")
+    assert r.returncode == 0, r.stderr
+    proba = model.predict_proba(images)
+    for i, line in enumerate(r.stdout.strip().splitlines()):
+        best = np.argsort(-proba[i], kind="stable")[:3]
+        assert line == f"{tmp_path / 'x.npy'}[{i}]: " + ", ".join(
+            f"{model.classes[c]} {proba[i, c]:.3f}" for c in best)
+    # 56x56 -> 28x28 with Pillow's filter: a constant image stays constant
+    np.save(tmp_path / "big.npy", np.full((1, 56, 56), 0.25, np.float32))
+    r = run("predict", str(path), str(tmp_path / "big.npy"), "--resize")
+    assert r.returncode == 0, r.stderr
+    best = int(np.argmax(model.predict_proba(np.full((1, 1, 28, 28), 0.25, np.float32))))
+    assert r.stdout.startswith(f"{tmp_path / 'big.npy'}[0]: {model.classes[best]} ")
+    r = run("predict", str(path), str(tmp_path / "x.npy"), "--top", "11")
+    assert r.returncode == 1 and "only 10 classes" in r.stderr
+
+
+def test_resize_keeps_constant_images_and_scales_patterns():
+    from fastcnn import datasets
+    pytest.importorskip("PIL")
+    x = np.full((2, 3, 40, 30), 0.5, np.float32)
+    out = datasets.resize(x, (20, 15))
+    assert out.shape == (2, 3, 20, 15) and out.dtype == np.float32
+    np.testing.assert_allclose(out, 0.5, atol=1e-6)
+    halves = np.zeros((1, 1, 40, 40), np.float32)
+    halves[..., 20:] = 1  # left dark, right bright, as it stays at any size
+    out = datasets.resize(halves, (10, 10))
+    assert out[0, 0, :, :4].max() < 0.05 and out[0, 0, :, 6:].min() > 0.95
+
+
+def test_evaluate_names_classes_of_the_model(small_run):
+    data, model = small_run
+    m = fastcnn.load(model)
+    assert m.classes == [str(d) for d in range(10)]  # set by train from --dataset
+    r = run("evaluate", str(model), "--dataset", "fashion-mnist", "--data-dir", str(data))
+    assert r.returncode == 0, r.stderr
+    assert "the model's classes (0, 1, 2" in r.stdout and "are not those of fashion-mnist" in r.stdout
 
 
 def test_gradcheck():
