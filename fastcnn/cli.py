@@ -194,7 +194,7 @@ def build_parser():
         "sweep",
         help="train a grid of learning rates, batch sizes and seeds, as Dask tasks",
         description="Train one model per learning rate, batch size and seed on a Dask cluster "
-        "(pip install 'fastcnn[distributed]'), print the table and write it as CSV. The "
+        "(pip install 'fastcnn[distributed]') and print the table (--csv also writes it). The "
         "results are bit for bit those of the same runs one after another. Point it at a "
         "running cluster with --scheduler tcp://HOST:8786.",
     )
@@ -226,8 +226,8 @@ def build_parser():
                        help="with --scheduler local: worker processes (default: one per core)")
     sweep.add_argument("--threads-per-worker", type=_positive_int, default=1,
                        help="with --scheduler local (default: %(default)s)")
-    sweep.add_argument("--csv", default="sweep.csv", metavar="PATH",
-                       help="where to write the table (default: %(default)s)")
+    sweep.add_argument("--csv", default=None, metavar="PATH",
+                       help="also write the table as CSV to PATH")
     sweep.add_argument("--save-best", default=None, metavar="PATH",
                        help="write the best model (lowest test error) to PATH (.npz)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -359,8 +359,8 @@ def _check_writable(option, path):
 
 
 def _bar(args):
-    """fit's verbose for the command line: a bar on a terminal unless
-    --no-progress; the line per epoch is _PrintEpochs's, bar or not."""
+    """A progress bar (1) on a terminal unless --no-progress, else none (0): the
+    commands print their own lines (train's _PrintEpochs, sweep's table)."""
     return 1 if not args.no_progress and sys.stderr.isatty() else 0
 
 
@@ -503,10 +503,11 @@ def cmd_sweep(args):
           f"{args.epochs} epoch(s) each, scheduler {args.scheduler}", flush=True)
     cluster = dict(workers=args.workers, threads_per_worker=args.threads_per_worker) if local else {}
     result = distributed.sweep(models.BUILDERS[args.model], grid, data, client=args.scheduler,
-                               seeds=args.seeds, progress=not args.no_progress, **cluster)
+                               seeds=args.seeds, progress=_bar(args), **cluster)
     _print_sweep(result, ["lr", "batch_size"])
-    result.to_csv(args.csv)
-    print(f"wrote {len(result.records)} rows to {args.csv}")
+    if args.csv:
+        result.to_csv(args.csv)
+        print(f"wrote {len(result.records)} rows to {args.csv}")
     if args.save_best and result.best is not None:
         result.best.save(args.save_best)
         print(f"saved the best model to {args.save_best}")

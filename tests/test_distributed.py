@@ -7,6 +7,8 @@ import math
 import os
 import pickle
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -549,6 +551,19 @@ def test_cli_sweep_reports_a_diverged_run(tmp_path):
         rows = list(csv.DictReader(f))
     assert [row["status"] for row in rows] == ["diverged", "diverged", "ok", "ok"]
     assert "try a smaller learning rate" in rows[0]["message"]
+
+
+def test_cli_sweep_writes_csv_only_when_asked_and_draws_no_bar_into_logs(tmp_path):
+    data = tmp_path / "data"
+    write_split(data, 60, "train")
+    write_split(data, 20, "test", rng=np.random.default_rng(1))
+    r = subprocess.run([sys.executable, "-m", "fastcnn", "sweep", "--dataset", "mnist",
+                        "--data-dir", str(data), "--lr", "0.5,1", "--scheduler", "serial"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "2 runs of seed_cnn" in r.stdout and "wrote" not in r.stdout
+    assert os.listdir(tmp_path) == ["data"]  # no sweep.csv left behind
+    assert "run/s" not in r.stderr and "sweep:" not in r.stderr  # stderr is a pipe: no bar
 
 
 @pytest.mark.parametrize("args, status, text", [
