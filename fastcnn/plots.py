@@ -1,5 +1,5 @@
 """Pictures of training and of the network (needs matplotlib:
-`pip install "fastcnn[plot]"`).
+`pip install "fastcnn[plot]"`, or `pip install ".[plot]"` in a checkout).
 
     learning_curve(history)          the smoothed loss DeepLearnToolbox plots, and test error
     kernels(model, "C1")             the learned kernels of a convolution layer
@@ -21,22 +21,33 @@ def _figure(**kwargs):
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError("fastcnn's plots need matplotlib: pip install 'fastcnn[plot]'") from None
+        raise ImportError("fastcnn's plots need matplotlib: pip install 'fastcnn[plot]' (in a "
+                          "checkout: pip install '.[plot]')") from None
     return Figure(**kwargs)
 
 
-def learning_curve(history, title="Training"):
+def learning_curve(history, title=None, loss="mse"):
     """The loss of every batch (faint), its smoothed curve rL = 0.99 rL + 0.01 L
     (as DeepLearnToolbox plots it), and the validation error after each
-    epoch if the history has it (right axis)."""
+    epoch if the history has it (right axis). loss names the y axis: the
+    model's loss ("mse", eq. (13), or "cross_entropy"); the default title
+    sums the run up."""
     fig = _figure(figsize=(7, 4), layout="constrained")
     ax = fig.add_subplot()
     batches = np.arange(1, len(history.loss) + 1)
     ax.plot(batches, history.loss, color="0.8", linewidth=0.6, label="loss L of each batch")
     ax.plot(batches, history.smoothed_loss, color="C0", label="smoothed loss rL")
     ax.set_xlabel("batch")
-    ax.set_ylabel("squared error, eq. (13)")
-    ax.set_title(title)
+    ax.set_ylabel({"mse": "squared error, eq. (13)",
+                   "cross_entropy": "softmax cross-entropy"}.get(loss, str(loss)))
+    if title is None:
+        epochs = len(history.epoch_loss)
+        title = f"Learning curve: {epochs} epoch{'s' if epochs != 1 else ''}, {len(batches)} batches"
+        if history.smoothed_loss:
+            title += f"; smoothed loss {history.smoothed_loss[-1]:.4f} at the end"
+        if history.val_error:
+            title += f", test error {history.val_error[-1]:.4f}"
+    ax.set_title(title, fontsize=10)
     handles, labels = ax.get_legend_handles_labels()
     if history.val_error:
         ends = np.cumsum(history._batches)[: len(history.val_error)]
@@ -65,13 +76,14 @@ def kernels(model, layer="C1"):
     for q in range(m):
         for p in range(c):
             ax = axes[0][q] if single else axes[q][p]
-            ax.imshow(k[q, p], cmap="gray", vmin=-scale, vmax=scale)
+            image = ax.imshow(k[q, p], cmap="gray", vmin=-scale, vmax=scale)
             ax.set_xticks([])
             ax.set_yticks([])
             if single:
                 ax.set_xlabel(str(q + 1), fontsize=8)
             elif p == 0:
                 ax.set_ylabel(str(q + 1), rotation=0, labelpad=8, fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
     fig.suptitle(f"{layer}: kernels of its {m} output maps" if single else
                  f"{layer}: kernels, output maps (rows) x input maps (columns)", fontsize=9)
     return fig
@@ -94,29 +106,39 @@ def feature_maps(model, image, title=None):
     for ax in axes.flat:
         ax.set_axis_off()
     for p, plane in enumerate(image):
-        axes[0][p].imshow(plane, cmap="gray")
+        shown = axes[0][p].imshow(plane, cmap="gray")
+    fig.colorbar(shown, ax=axes[0].tolist(), shrink=0.8, label="pixel")
     axes[0][0].set_title("input", fontsize=8, loc="left")
     for r, (name, a) in enumerate(maps, 1):
+        low, high = float(a.min()), float(a.max())  # one scale per layer, to compare its maps
         for q, plane in enumerate(a):
-            axes[r][q].imshow(plane, cmap="viridis")
+            shown = axes[r][q].imshow(plane, cmap="viridis", vmin=low, vmax=high)
+        fig.colorbar(shown, ax=axes[r].tolist(), shrink=0.8)
         axes[r][0].set_title(f"{name}: {a.shape[0]} maps of {a.shape[1]}x{a.shape[2]}",
                              fontsize=8, loc="left")
-    fig.suptitle(title or "Feature maps (the paper's Figure 1); output: "
-                 + " ".join(f"{s:.2f}" for s in scores) + f", class {int(np.argmax(scores))}",
-                 fontsize=9)
+    best = int(np.argmax(scores))
+    if title is None:
+        kind = "probability" if model.loss == "cross_entropy" else "output"
+        value = np.exp(scores[best] - np.logaddexp.reduce(scores)) if kind == "probability" \
+            else scores[best]
+        title = (f"Feature maps (the paper's Figure 1): the network's answer is "
+                 f"{model.class_name(best)} ({kind} {value:.2f})")
+    fig.suptitle(title, fontsize=9)
     return fig
 
 
 def confusion_matrix(model, x, y, class_names=None):
-    """Counts of true class (rows) against predicted class (columns) on x, y."""
+    """Counts of true class (rows) against predicted class (columns) on x, y;
+    the classes named by class_names, else by the model's own."""
     labels = np.asarray(y)
     predicted = model.predict(x)
     k = model.output_shape[0]
     counts = np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
-    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
-    fig = _figure(figsize=(0.55 * k + 2.5, 0.55 * k + 2), layout="constrained")
+    names = (list(class_names) if class_names is not None
+             else [model.class_name(i) for i in range(k)])
+    fig = _figure(figsize=(0.55 * k + 3, 0.55 * k + 2), layout="constrained")
     ax = fig.add_subplot()
-    ax.imshow(counts, cmap="Blues")
+    fig.colorbar(ax.imshow(counts, cmap="Blues"), ax=ax, shrink=0.8, label="images")
     for i in range(k):
         for j in range(k):
             ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
@@ -133,11 +155,12 @@ def confusion_matrix(model, x, y, class_names=None):
 def save_all(model, history, x_test, y_test, directory, class_names=None):
     """Write learning_curve.png, kernels_<layer>.png for each Conv2D layer,
     feature_maps.png (first test image) and confusion_matrix.png into
-    directory; return their paths."""
+    directory; return their paths. Classes are named by class_names, else
+    by the model's own (model.classes)."""
     from fastcnn.layers import Conv2D
 
     os.makedirs(directory, exist_ok=True)
-    figures = {"learning_curve": learning_curve(history)}
+    figures = {"learning_curve": learning_curve(history, loss=model.loss)}
     for layer in model.layers:
         if isinstance(layer, Conv2D):
             figures[f"kernels_{layer.name}"] = kernels(model, layer.name)

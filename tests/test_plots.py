@@ -19,17 +19,39 @@ def trained(rng):
     return model, history, x, y
 
 
+def colour_scales(fig):
+    return [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+
+
 def test_each_plot(trained):
     model, history, x, y = trained
-    assert len(plots.learning_curve(history).axes) == 2     # loss, and test error on the right
-    assert len(plots.kernels(model, "C1").axes) == 6
-    assert len(plots.kernels(model, "C2").axes) == 72
-    assert len(plots.feature_maps(model, x[0, 0]).axes) == 5 * 12
-    assert len(plots.confusion_matrix(model, x, y).axes) == 1
+    curve = plots.learning_curve(history)
+    assert len(curve.axes) == 2     # loss, and test error on the right
+    assert curve.axes[0].get_title().startswith("Learning curve: 2 epochs, 8 batches; smoothed")
+    assert curve.axes[0].get_ylabel() == "squared error, eq. (13)"
+    assert plots.learning_curve(history, loss="cross_entropy").axes[0].get_ylabel() == \
+        "softmax cross-entropy"
+    # every picture of values has its colour scale
+    for fig, panels, scales in [(plots.kernels(model, "C1"), 6, 1),
+                                (plots.kernels(model, "C2"), 72, 1),
+                                (plots.feature_maps(model, x[0, 0]), 5 * 12, 5),
+                                (plots.confusion_matrix(model, x, y), 1, 1)]:
+        assert len(colour_scales(fig)) == scales
+        assert len(fig.axes) == panels + scales
     with pytest.raises(ValueError, match="not a convolution"):
         plots.kernels(model, "S1")
     with pytest.raises(ValueError, match="no layer named 'C9'"):
         plots.kernels(model, "C9")
+
+
+def test_plots_name_the_classes(trained):
+    model, _, x, y = trained
+    model.classes = fastcnn.datasets.CLASS_NAMES["fashion-mnist"]
+    best = int(model.predict(x[:1])[0])
+    title = plots.feature_maps(model, x[0, 0])._suptitle.get_text()
+    assert f"the network's answer is {model.classes[best]} (output " in title
+    ax = plots.confusion_matrix(model, x, y).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == model.classes
 
 
 def test_save_all(trained, tmp_path):
