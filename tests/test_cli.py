@@ -272,6 +272,21 @@ def test_evaluate_names_classes_of_the_model(small_run):
     assert "the model's classes (0, 1, 2" in r.stdout and "are not those of fashion-mnist" in r.stdout
 
 
+def test_train_says_when_the_network_learns_nothing(tmp_path):
+    """--lr 1000 saturates the paper's sigmoids: the run ends at chance level
+    with a one-line warning in the command's voice (the exit status stays 0:
+    the run did what it was told)."""
+    data = tmp_path / "data"
+    write_split(data, 200, "train")
+    write_split(data, 20, "test", rng=np.random.default_rng(1))
+    r = run("train", "--dataset", "mnist", "--data-dir", str(data), "--batch-size", "20",
+            "--lr", "1000")
+    assert r.returncode == 0, r.stderr
+    warning = [line for line in r.stderr.splitlines() if line.startswith("fastcnn: warning:")]
+    assert len(warning) == 1 and "chance level" in warning[0]
+    assert "learning rate is too large" in warning[0] and "NotLearningWarning" not in r.stderr
+
+
 def test_gradcheck():
     r = run("gradcheck", "--samples", "5", "--batch", "2")
     assert r.returncode == 0, r.stdout + r.stderr
