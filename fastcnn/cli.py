@@ -568,6 +568,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("fastcnn: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`fastcnn info | head -1`): stop quietly, as
+        # Unix tools do, and keep Python from complaining again at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as e:  # one clear line, unless --debug
         if args.debug:
             raise

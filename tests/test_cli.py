@@ -287,6 +287,17 @@ def test_train_says_when_the_network_learns_nothing(tmp_path):
     assert "learning rate is too large" in warning[0] and "NotLearningWarning" not in r.stderr
 
 
+def test_a_reader_that_goes_away_ends_the_command_quietly(small_run, tmp_path):
+    """`fastcnn predict ... | head -1`: 4,000 lines overflow the pipe, head
+    leaves after one, and the command stops without an error message."""
+    _, model = small_run
+    np.save(tmp_path / "many.npy", np.zeros((4000, 28, 28), np.uint8))
+    r = subprocess.run(f"{sys.executable} -m fastcnn predict {model} {tmp_path / 'many.npy'} "
+                       f"| head -1", shell=True, capture_output=True, text=True, timeout=600,
+                       cwd=OUTSIDE)
+    assert r.stdout.count("\n") == 1 and r.stderr == "", r.stderr
+
+
 def test_gradcheck():
     r = run("gradcheck", "--samples", "5", "--batch", "2")
     assert r.returncode == 0, r.stdout + r.stderr
