@@ -12,3 +12,9 @@ def module(name):
         return importlib.import_module(name)
     except ImportError:  # pragma: no cover - exercised where the extra is absent
         return None
+
+
+def install_hint(extra):
+    """How to install an extra, from an index or from a checkout (fastcnn is
+    installed from its source tree more often than not)."""
+    return f"pip install 'fastcnn[{extra}]' (from a checkout: pip install '.[{extra}]')"

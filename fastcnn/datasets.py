@@ -18,6 +18,7 @@ import zlib
 import numpy as np
 
 from fastcnn._files import atomic_write
+from fastcnn._optional import install_hint
 from fastcnn._validate import check_dtype, check_shape
 
 FILES = {
@@ -330,8 +331,7 @@ def _pillow(purpose):
     try:
         from PIL import Image
     except ImportError:
-        raise ImportError(f"{purpose} needs Pillow: pip install 'fastcnn[plot]' (from a "
-                          f"checkout: pip install '.[plot]')") from None
+        raise ImportError(f"{purpose} needs Pillow: {install_hint('plot')}") from None
     return Image
 
 

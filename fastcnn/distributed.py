@@ -34,7 +34,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from fastcnn import _threads, optim
+from fastcnn import _optional, _threads, optim
 from fastcnn._files import write_csv
 from fastcnn._validate import check_count, check_images, check_int, check_labels, check_targets
 from fastcnn.model import Sequential, scores_to_proba
@@ -55,8 +55,8 @@ def _import_distributed():
     try:
         import distributed
     except ImportError:
-        raise ImportError("fastcnn.distributed needs Dask's distributed scheduler: "
-                          "pip install 'fastcnn[distributed]'") from None
+        raise ImportError(f"fastcnn.distributed needs Dask's distributed scheduler: "
+                          f"{_optional.install_hint('distributed')}") from None
     return distributed
 
 

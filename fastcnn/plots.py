@@ -16,13 +16,14 @@ import os
 
 import numpy as np
 
+from fastcnn._optional import install_hint
+
 
 def _figure(**kwargs):
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError("fastcnn's plots need matplotlib: pip install 'fastcnn[plot]' (in a "
-                          "checkout: pip install '.[plot]')") from None
+        raise ImportError(f"fastcnn's plots need matplotlib: {install_hint('plot')}") from None
     return Figure(**kwargs)
 
 
