@@ -1,11 +1,13 @@
-"""API.md's contract, checked by the project's own script against the
-importable package, from outside the source tree.
+"""The contract, checked by the project's own script against the importable
+package, from outside the source tree.
 
-tests/check_contract.py is a verbatim copy of ../shared/check_contract.py, so
-that a fresh clone can run it; when the shared original is present (the
-development checkout), that one runs instead, and the copy must equal it.
-docs/API.md begins with the contract, ../shared/API.md, word for word, and
-goes on with what fastcnn adds to it.
+tests/check_contract.py and tests/API.md are verbatim copies of the shared
+originals (../shared/check_contract.py and ../shared/API.md), so that a fresh
+clone can run the check; when the originals are present (the development
+checkout), the check runs the original and the copies must equal them.
+docs/API.md says the same to users (with the papers named by title rather
+than by file) and goes on with the rest of the API: every code example of
+the contract appears in it word for word.
 """
 
 import os
@@ -32,15 +34,23 @@ def test_contract_holds(tmp_path):
 
 
 def test_vendored_copies_are_current():
-    """tests/check_contract.py is a copy of the shared original, and docs/API.md
-    starts with one."""
+    """tests/check_contract.py and tests/API.md are copies of the shared originals."""
     shared_dir = os.path.dirname(SHARED)
-    pairs = [(SHARED, COPY, False), (os.path.join(shared_dir, "API.md"),
-                                     os.path.join(HERE, "..", "docs", "API.md"), True)]
-    for original, copy, prefix in pairs:
-        if os.path.isfile(original) and os.path.isfile(copy):
+    for name in ("check_contract.py", "API.md"):
+        original, copy = os.path.join(shared_dir, name), os.path.join(HERE, name)
+        if os.path.isfile(original):
             with open(original) as a, open(copy) as b:
-                want, got = a.read(), b.read()
-            if prefix:
-                got = got[:len(want)]
-            assert got == want, f"{copy} differs from {original}: copy it again"
+                assert b.read() == a.read(), f"{copy} differs from {original}: copy it again"
+
+
+def test_the_users_api_page_keeps_every_example_of_the_contract():
+    with open(os.path.join(HERE, "API.md")) as f:
+        contract = f.read()
+    with open(os.path.join(HERE, "..", "docs", "API.md")) as f:
+        page = f.read()
+    blocks = contract.split("```")[1::2]
+    assert len(blocks) >= 5
+    for block in blocks:
+        assert block in page, f"docs/API.md lacks the contract's example:\n{block}"
+    for name in ("seeds/", "shared/", "yours to design"):
+        assert name not in page
