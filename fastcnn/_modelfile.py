@@ -28,9 +28,22 @@ import zlib
 import numpy as np
 
 from fastcnn._files import atomic_write
-from fastcnn._validate import check_dtype
+from fastcnn._validate import check_dtype, check_int, check_shape
 from fastcnn._version import __version__
 from fastcnn.layers import layers_from_config
+
+# What a model file may ask of the reader, checked before the memory is
+# spent (fastcnn.io.load(limits=...) and fastcnn.io.LIMITS change them):
+LIMITS = {
+    # the JSON entries: an architecture of tens of thousands of layers is
+    # well under a megabyte; a checkpoint's history grows with the batches
+    "config_bytes": 16 << 20,
+    "training_state_bytes": 256 << 20,
+    # trainable scalars of the architecture (400 MB in float32)
+    "parameters": 100_000_000,
+    # every layer's output for one image, which each image of a batch needs
+    "activation_bytes_per_image": 64 << 20,
+}
 
 FORMAT = "fastcnn-model"
 FORMAT_VERSION = 1
@@ -77,6 +90,20 @@ def write(path, model, training_state=None, training_arrays=None):
 # Keys of Sequential.get_config() that describe how a model is used, not
 # what it computes: a checkpoint resumes whatever they hold.
 NOT_ARCHITECTURE = ("classes", "default_optimizer")
+
+
+def check_limits(limits):
+    """LIMITS with the entries of `limits` (a dict, or None) in their place."""
+    if limits is None:
+        return dict(LIMITS)
+    if not isinstance(limits, dict):
+        raise TypeError(f"limits must be a dict of some of {sorted(LIMITS)}, got {limits!r}")
+    unknown = sorted(set(limits) - set(LIMITS))
+    if unknown:
+        raise ValueError(f"unknown limits {unknown}; the limits are {sorted(LIMITS)}")
+    for key, value in limits.items():
+        check_int(value, f"limits[{key!r}]", minimum=1)
+    return dict(LIMITS, **limits)
 
 
 def architecture_difference(saved, current):
@@ -129,8 +156,9 @@ class ModelFile:
     problem (FileNotFoundError for a missing file).
     """
 
-    def __init__(self, path):
+    def __init__(self, path, limits=None):
         self.path = path
+        self.limits = check_limits(limits)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no such model file: {os.fspath(path)}")
         with open(path, "rb") as f:
@@ -176,7 +204,7 @@ class ModelFile:
         def read():
             if CONFIG_KEY not in self._archive.files:
                 raise bad(self.path, f"it has no {CONFIG_KEY!r} entry (not written by fastcnn)")
-            config = self._json(CONFIG_KEY, "configuration")
+            config = self._json(CONFIG_KEY, "configuration", self.limits["config_bytes"])
             if not isinstance(config, dict) or config.get("format") != FORMAT:
                 raise bad(self.path, f"its format is "
                                      f"{config.get('format') if isinstance(config, dict) else None!r}, "
@@ -200,8 +228,8 @@ class ModelFile:
         except ValueError as e:
             raise bad(self.path, f"its architecture cannot be built ({e})") from None
 
-    def _json(self, key, what):
-        raw = self._array(key)
+    def _json(self, key, what, limit):
+        raw = self._array(key, limit=limit, limit_name=what)
         if raw.dtype.kind != "U" or raw.ndim != 0:
             raise bad(self.path, f"its {key!r} entry is not a JSON string")
         try:
@@ -209,19 +237,41 @@ class ModelFile:
         except json.JSONDecodeError as e:
             raise bad(self.path, f"its {what} is not valid JSON ({e})") from None
 
-    def check_room(self):
-        """Refuse, before anything is allocated, an architecture whose
-        parameters the file is too small to hold (or that names no fastcnn
-        layers)."""
+    def plan(self):
+        """The layers of the file's architecture (unbuilt), once it is known
+        to fit: the file holds every parameter, and neither the parameter
+        count nor one image's activations exceed the limits. Nothing is
+        allocated before that; a model is then built from these layers
+        (Sequential.from_config(config, layers=...)), so the architecture is
+        parsed once."""
+        limits = self.limits
         try:
-            count = sum(math.prod(shape) for layer in layers_from_config(self.model_config)
-                        for shape in layer.parameter_shapes().values())
+            layers = layers_from_config(self.model_config)
+            shape = check_shape(self.model_config.get("input_shape"), "input_shape")
+            count, activations = 0, math.prod(shape)
+            for layer in layers:
+                count += sum(math.prod(s) for s in layer.parameter_shapes().values())
+                shape = tuple(layer.compute_output_shape(shape))
+                activations += math.prod(shape)
+                if activations * self.dtype.itemsize > limits["activation_bytes_per_image"]:
+                    raise bad(self.path, f"its layer {layer.name or type(layer).__name__} brings "
+                                         f"the activations of one image to "
+                                         f"{activations * self.dtype.itemsize:,} bytes, more than "
+                                         f"the limit of {limits['activation_bytes_per_image']:,} "
+                                         f"(fastcnn.io.LIMITS['activation_bytes_per_image'])")
         except (TypeError, ValueError, KeyError) as e:
+            if _ours(e, self.path):
+                raise
             raise bad(self.path, f"its architecture cannot be built ({e})") from None
+        if count > limits["parameters"]:
+            raise bad(self.path, f"its architecture has {count:,} parameters, more than the "
+                                 f"limit of {limits['parameters']:,} "
+                                 f"(fastcnn.io.LIMITS['parameters'])")
         size = os.path.getsize(self.path)
         if count * self.dtype.itemsize > size:
             raise bad(self.path, f"its architecture needs {count} parameters, more than the "
                                  f"file ({size} bytes) holds")
+        return layers
 
     def parameters(self, expected):
         """{name: array} of the parameters, for `expected` {name: array of the
@@ -258,24 +308,34 @@ class ModelFile:
 
         return self._guarded(read)
 
-    def training_state(self):
+    def training_state(self, parameters):
         """(state, arrays): the training state of a checkpoint (JSON values)
-        and its arrays, or (None, {}) for a plain model file."""
+        and its arrays, or (None, {}) for a plain model file. `parameters`,
+        the model's parameter count, bounds each array (an optimiser's
+        memory is at most one value per parameter, in float64)."""
+        limits = self.limits
+
         def read():
             if TRAINING_KEY not in self._archive.files:
                 return None, {}
-            state = self._json(TRAINING_KEY, "training state")
+            state = self._json(TRAINING_KEY, "training state", limits["training_state_bytes"])
+            if not isinstance(state, dict):
+                raise bad(self.path, f"its {TRAINING_KEY!r} entry is not a JSON object")
             prefix = TRAINING_KEY + "/"
-            arrays = {k[len(prefix):]: self._array(k)
+            arrays = {k[len(prefix):]: self._array(k, limit=8 * max(parameters, 1) + 64,
+                                                   limit_name="optimiser state")
                       for k in self._archive.files if k.startswith(prefix)}
             return state, arrays
 
         return self._guarded(read)
 
-    def _array(self, name, shape=None, dtype=None):
+    def _array(self, name, shape=None, dtype=None, limit=None, limit_name=None):
         """The entry `name`, after checking its .npy header (before any data is
         read): numbers or text, not Python objects; exactly as much data as
-        the zip entry holds; and `shape` and `dtype` if given."""
+        the zip entry holds; `shape` and `dtype` if given, and at most
+        `limit` bytes. The zip entry's declared size bounds what is
+        decompressed (zipfile stops there), so a compressed entry that
+        expands further is never read past what its header promised."""
         archive, path = self._archive, self.path
         member = name + ".npy"
         try:
@@ -300,6 +360,9 @@ class ModelFile:
             raise bad(path, f"its entry {name!r} is damaged: its header announces {got_shape} "
                             f"{got_dtype} ({nbytes} bytes), the archive holds "
                             f"{max(0, info.file_size - start)} bytes")
+        if limit is not None and nbytes > limit:
+            raise bad(path, f"its entry {name!r} ({limit_name}) declares {nbytes:,} bytes, more "
+                            f"than the {limit:,} such an entry may hold")
         if shape is not None and tuple(got_shape) != tuple(shape):
             raise bad(path, f"parameter {name} has shape {tuple(got_shape)}, the architecture "
                             f"needs {tuple(shape)}")

@@ -262,13 +262,14 @@ class ModelCheckpoint(Callback):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"nothing to resume: {path} does not exist")
         with _modelfile.ModelFile(path) as f:
-            state, arrays = f.training_state()
+            layers = f.plan()  # before building anything from the file's architecture
+            state, arrays = f.training_state(model.num_parameters())
             if state is None:
                 raise ValueError(f"{path} is a model file without training state; it cannot be "
                                  f"resumed")
-            f.check_room()  # before building anything from the file's architecture
+            _check_state(path, state)
             try:
-                saved = type(model).from_config(f.model_config).get_config()
+                saved = type(model).from_config(f.model_config, layers=layers).get_config()
             except (TypeError, ValueError, KeyError) as e:
                 raise _modelfile.bad(path, f"its architecture cannot be built ({e})") from None
             difference = _modelfile.architecture_difference(saved, model.get_config())
@@ -283,17 +284,77 @@ class ModelCheckpoint(Callback):
                         f"({state['arguments'].get(key)!r}, now {value!r}); resume with the same "
                         f"data and arguments, or start a new checkpoint_dir")
             params, buffers = f.parameters(model.params), f.buffers(model.buffers)
+        # everything that can be damaged is read before anything changes
+        with _damaged(path, "history"):
+            history = type(run.history)()
+            history.restore(state["history"], state["batches"])
+            if len(history.epoch_loss) != state["epochs_done"]:
+                raise ValueError(f"it records {len(history.epoch_loss)} epochs, not "
+                                 f"{state['epochs_done']}")
+        rngs = [("rng", run.batches.rng)]
+        if run.batches.augment_rng is not None:
+            rngs.append(("augment_rng", run.batches.augment_rng))
+        for key, rng in rngs:
+            with _damaged(path, key):
+                type(rng.bit_generator)().state = state[key]  # a trial on a throwaway copy
+        with _damaged(path, "optimizer"):
+            run.optimizer.load_state(state["optimizer"], arrays)
         with model.lock.writing():
             for name, value in params.items():
                 model.params[name][...] = value
             for name, value in buffers.items():
                 model.buffers[name][...] = value
-        run.optimizer.load_state(state["optimizer"], arrays)
-        run.batches.rng.bit_generator.state = state["rng"]
-        if run.batches.augment_rng is not None:
-            run.batches.augment_rng.bit_generator.state = state["augment_rng"]
+        for key, rng in rngs:
+            rng.bit_generator.state = state[key]
         run.history.restore(state["history"], state["batches"])
         run.epochs_done, self.best = state["epochs_done"], state["best"]
+
+
+# The training state of a checkpoint: each entry and the JSON type it has.
+_STATE_ENTRIES = {"arguments": dict, "optimizer": dict, "rng": dict, "history": dict,
+                  "batches": list, "epochs_done": int, "best": (dict, type(None))}
+
+
+_KIND_NAMES = {"best": "None or a dict"}
+
+
+def _check_state(path, state):
+    """A ValueError naming the file and the entry for a training state that
+    lacks an entry or holds one of another type (a hand-damaged checkpoint)."""
+    for key, kind in _STATE_ENTRIES.items():
+        if key not in state:
+            raise _modelfile.bad(path, f"its training state has no {key!r} entry")
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            raise _modelfile.bad(path, f"its training state entry {key!r} is "
+                                       f"{type(state[key]).__name__} {state[key]!r:.60}, not "
+                                       f"{_KIND_NAMES.get(key, 'a ' + getattr(kind, '__name__', ''))}")
+    if state["epochs_done"] < 0:
+        raise _modelfile.bad(path, f"its training state entry 'epochs_done' is "
+                                   f"{state['epochs_done']}")
+    best = state["best"]
+    if best is not None and not (set(best) == {"score", "epoch"}
+                                 and isinstance(best["score"], (int, float))
+                                 and isinstance(best["epoch"], int)):
+        raise _modelfile.bad(path, f"its training state entry 'best' is {best!r:.60}, not "
+                                   f"{{'score': number, 'epoch': int}}")
+
+
+class _damaged:
+    """`with _damaged(path, entry):` turns what reading a damaged entry raises
+    into a ValueError naming the file and the entry."""
+
+    def __init__(self, path, entry):
+        self.path, self.entry = path, entry
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if kind is not None and issubclass(kind, (KeyError, TypeError, ValueError, AttributeError,
+                                                  IndexError, OverflowError)):
+            raise _modelfile.bad(self.path, f"its training state entry {self.entry!r} is "
+                                            f"damaged ({type(error).__name__}: {error})") from None
+        return False
 
 
 class ProgressBar(Callback):

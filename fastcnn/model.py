@@ -546,16 +546,20 @@ class Sequential:
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config, layers=None):
         """Rebuild an (initialised, untrained) model from get_config()'s output
-        (files written before classes and default_optimizer existed lack them)."""
+        (files written before classes and default_optimizer existed lack
+        them); `layers`, if given, are those of config["layers"], already
+        made by layers_from_config."""
         opt = config.get("default_optimizer")
         if opt is not None:
             if not isinstance(opt, dict) or set(opt) != {"name", "lr"}:
                 raise ValueError(f"default_optimizer must be {{'name': ..., 'lr': ...}}, "
                                  f"got {opt!r}")
             opt = (opt["name"], opt["lr"])
-        return cls(layers_from_config(config), config["input_shape"], dtype=config["dtype"],
+        if layers is None:
+            layers = layers_from_config(config)
+        return cls(layers, config["input_shape"], dtype=config["dtype"],
                    loss=config.get("loss", "mse"), classes=config.get("classes"),
                    default_optimizer=opt)
 

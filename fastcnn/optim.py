@@ -184,7 +184,9 @@ class SGD(Optimizer):
         return {}, ({} if self._velocity is None else {"velocity": self._velocity.copy()})
 
     def load_state(self, state, arrays):
-        self._velocity = arrays["velocity"].copy() if "velocity" in arrays else None
+        self._velocity = None
+        if "velocity" in arrays:
+            self._velocity = _state_array(self, arrays, "velocity")
 
 
 class Adam(Optimizer):
@@ -250,16 +252,27 @@ class Adam(Optimizer):
         return {"t": self.t}, {"m": self._m.copy(), "v": self._v.copy()}
 
     def load_state(self, state, arrays):
-        self.t = int(state.get("t", 0))
+        t = state.get("t", 0)
+        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+            raise ValueError(f"Adam's step count t must be an integer >= 0, got {t!r}")
+        self.t = t
         self._m = self._v = None
         if "m" in arrays and "v" in arrays:
-            p = self._flat_arrays()[0]
-            for name in ("m", "v"):
-                if np.shape(arrays[name]) != p.shape:
-                    raise ValueError(f"Adam state {name!r} has shape {np.shape(arrays[name])}, "
-                                     f"the model has {p.shape[0]} parameters")
-            self._m = np.array(arrays["m"], dtype=p.dtype)
-            self._v = np.array(arrays["v"], dtype=p.dtype)
+            self._m, self._v = _state_array(self, arrays, "m"), _state_array(self, arrays, "v")
+
+
+def _state_array(optimizer, arrays, name):
+    """arrays[name] as the optimiser's own copy, if it is one finite number
+    per parameter (a damaged checkpoint must not reach the kernels)."""
+    p = optimizer._flat_arrays()[0]
+    a = arrays[name]
+    if not isinstance(a, np.ndarray) or a.shape != p.shape or a.dtype.kind != "f":
+        raise ValueError(f"{type(optimizer).__name__} state {name!r} has "
+                         f"{getattr(a, 'dtype', type(a).__name__)} shape {np.shape(a)}; "
+                         f"expected one float per parameter, shape {p.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{type(optimizer).__name__} state {name!r} contains NaN or infinity")
+    return np.array(a, dtype=p.dtype)
 
 
 class StepLR:
