@@ -3,6 +3,9 @@
 import io as stdio
 import json
 import os
+import stat
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -198,3 +201,45 @@ def test_pickle_is_the_saved_model_and_trains_on(rng):
     c.fit(x, y, batch_size=10, seed=5, progress=False)
     np.testing.assert_array_equal(c._flat_params, m._flat_params)
     assert not np.array_equal(c._flat_params, pickle.loads(data)._flat_params)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_files_get_the_mode_the_umask_allows(tmp_path, umask):
+    """As open() would create them, not the 0600 of a temporary file: in a
+    child process, so that the umask of this one is left alone."""
+    code = (f"import os, fastcnn\nos.umask({umask})\n"
+            f"fastcnn.seed_cnn().save({str(tmp_path / 'm.npz')!r})\n"
+            f"from fastcnn._files import write_csv\n"
+            f"write_csv({str(tmp_path / 't.csv')!r}, [{{'a': 1}}])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       cwd="/")
+    assert r.returncode == 0, r.stderr
+    for name in ("m.npz", "t.csv"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o666 & ~umask
+
+
+def test_a_killed_save_leaves_a_temporary_file_that_the_next_save_removes(tmp_path):
+    """SIGKILL in the middle of writing (the write blocks on a pipe), then a
+    save into the same directory: the orphan goes, another live process's
+    temporary file and files that are not fastcnn's stay."""
+    import signal
+    code = ("import os, sys, fastcnn._files as f\n"
+            f"f.atomic_write({str(tmp_path / 'big.npz')!r}, "
+            "lambda out: (out.write(b'x' * 1000), out.flush(), print('writing', flush=True),"
+            " sys.stdin.read()))\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert child.stdout.readline() == "writing\n"
+        orphans = [n for n in os.listdir(tmp_path) if n.endswith(".fastcnn-tmp")]
+        assert len(orphans) == 1 and orphans[0].startswith(".big.npz.")
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=60)
+    from fastcnn import _files
+    alive = f".other.npz.{_files._HOST}.{os.getpid()}.abc123{_files.TEMP_SUFFIX}"
+    foreign = [".big.npz.notours.tmp", "notes.fastcnn-tmp", f".x.{_files._HOST}.12.ab.tmp"]
+    for name in [alive] + foreign:
+        (tmp_path / name).write_bytes(b"")
+    fastcnn.seed_cnn().save(tmp_path / "m.npz")
+    assert sorted(os.listdir(tmp_path)) == sorted([alive, "m.npz"] + foreign)
