@@ -80,12 +80,32 @@ class DivergenceCheck(Callback):
     those before it), or an epoch whose last step left NaN or infinite
     parameters (the other steps' are caught by the next loss)."""
 
+    # images beyond this are no pixels: an overflow there is theirs, not the rate's
+    INPUT_PEAK = 1e4
+
+    def on_train_begin(self, model, history):
+        self._steps = 0
+
+    def on_batch_end(self, epoch, batch, loss, model):
+        self._steps += 1
+
     def on_before_step(self, epoch, batch, loss, model):
-        if not math.isfinite(loss):
+        if math.isfinite(loss):
+            return
+        images = self.run.batches.current
+        peak = float(np.max(np.abs(images))) if images is not None and images.size else 0.0
+        if self._steps == 0 or peak > self.INPUT_PEAK:
+            first = " before any training step, so not through the learning rate" \
+                if self._steps == 0 else ""
             raise FloatingPointError(
-                f"training diverged in epoch {epoch}, batch {batch}: the loss is {loss}. The "
-                f"parameters are those before that batch; try a smaller learning rate "
-                f"(lr={self.run.optimizer.lr})")
+                f"the forward pass overflowed in epoch {epoch}, batch {batch}: the loss is "
+                f"{loss} from finite parameters and finite images{first}. The batch's values "
+                f"reach {peak:.3g}, where fastcnn's networks expect pixels in [0, 1] or "
+                f"standardised ones: scale the images")
+        raise FloatingPointError(
+            f"training diverged in epoch {epoch}, batch {batch}: the loss is {loss}. The "
+            f"parameters are those before that batch; try a smaller learning rate "
+            f"(lr={self.run.optimizer.lr})")
 
     def on_batches_end(self, epoch, batch, model):
         if not np.isfinite(model.flat_params).all():

@@ -507,7 +507,24 @@ class Sequential:
                     xb = np.ascontiguousarray(x[start : start + batch_size], dtype=self.dtype)
                     out[start : start + batch_size] = self._forward_pass(xb, ws.at(xb.shape[0]),
                                                                          threads, fold=True)
+        if not np.isfinite(out).all():
+            raise self._overflow(x, np.flatnonzero(~np.isfinite(out.reshape(n, -1)).all(axis=1)))
         return out
+
+    def _overflow(self, x, rows):
+        """The FloatingPointError for finite images whose outputs are not:
+        which image, the first layer that overflowed, and how large the
+        image's values are (parameters are finite, inputs are checked)."""
+        i = int(rows[0])
+        image = np.ascontiguousarray(x[i : i + 1], dtype=self.dtype)
+        layer = next((name for name, a in self.activations(image).items()
+                      if not np.isfinite(a).all()), "?")
+        peak = float(np.max(np.abs(image)))
+        return FloatingPointError(
+            f"the forward pass overflowed: {len(rows)} image(s), the first at index {i}, give "
+            f"non-finite outputs from finite values (first in layer {layer}); that image's "
+            f"values reach {peak:.3g}, where fastcnn's networks expect pixels in [0, 1] or "
+            f"standardised ones: scale the images")
 
     def predict_proba(self, x, batch_size=256):
         """Class probabilities (N, K): the softmax of the scores for a

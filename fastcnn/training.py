@@ -150,6 +150,7 @@ class Batches:
         self._xb = np.empty((self.rows,) + model.input_shape, model.dtype)
         self._tb = np.empty((self.rows,) + model.output_shape, model.dtype)
         self._x_rows, self._xb_rows = self.x, self._xb
+        self.current = None
         if self.x.dtype == model.dtype and not self.x.flags.aligned and self.x.flags.c_contiguous:
             # Arrays that arrive through pickled buffers (Dask, joblib, sockets)
             # may start at an address that is no multiple of the item size;
@@ -171,7 +172,9 @@ class Batches:
             np.take(self.t, idx, axis=0, out=tb, mode="clip")
             for step in self.augment:
                 step(xb, self.augment_rng)
+            self.current = xb  # for callbacks that look at the batch (DivergenceCheck)
             yield xb, tb
+        self.current = None
 
     def images_in(self, batch):
         """The number of images in batch `batch` (from 1) of an epoch."""

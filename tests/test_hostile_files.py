@@ -283,3 +283,41 @@ def test_conv_dense_model_round_trip_within_limits(tmp_path):
     model = fastcnn.Sequential([Conv2D(1, 4, 3, padding=1), Flatten(), Dense(4 * 8 * 8, 3)],
                                (1, 8, 8))
     assert fastcnn.load(saved(tmp_path, model)).num_parameters() == model.num_parameters()
+
+
+# ------------------------------------------------------------ extreme but finite inputs
+def extreme_images():
+    x = np.zeros((5, 1, 28, 28), np.float32)
+    x[3] = 3e38  # finite in float32; the first convolution's sums are not
+    return x
+
+
+def test_predict_reports_an_overflow_not_nan_probabilities():
+    model = fastcnn.models.lenet5()
+    for call in (model.predict, model.predict_proba, lambda x: model.evaluate(x, np.zeros(5, int))):
+        with pytest.raises(FloatingPointError, match=r"the forward pass overflowed: 1 image\(s\), "
+                                                     r"the first at index 3, .*first in layer "
+                                                     r"C1.*reach 3e\+38"):
+            call(extreme_images())
+    assert model.predict(extreme_images()[:3]).shape == (3,)  # the others are fine
+
+
+def test_fit_blames_the_images_not_the_learning_rate():
+    x, y = extreme_images(), np.arange(5)
+    with pytest.raises(FloatingPointError, match="overflowed in epoch 1, batch 1: .* before any "
+                                                 "training step, so not through the learning "
+                                                 "rate.*scale the images"):
+        fastcnn.models.lenet5().fit(x, y, batch_size=5, progress=False)
+    # later in a run, huge images are still named as the cause
+    x = np.random.default_rng(0).random((20, 1, 28, 28), dtype=np.float32)
+    x[19] = 3e38  # in some batch of the shuffled epoch
+    with pytest.raises(FloatingPointError, match=r"overflowed in epoch 1, batch \d: .*reach 3e\+38"):
+        fastcnn.models.lenet5().fit(x, np.arange(20) % 10, batch_size=5, progress=False,
+                                    validation_data=None, seed=0)
+
+
+def test_a_learning_rate_too_large_is_still_named():
+    x = np.random.default_rng(0).random((200, 1, 28, 28), dtype=np.float32)
+    with pytest.raises(FloatingPointError, match="try a smaller learning rate"):
+        fastcnn.models.lenet5().fit(x, np.arange(200) % 10, batch_size=20, lr=1e30,
+                                    progress=False)
