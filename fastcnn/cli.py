@@ -17,7 +17,7 @@ from functools import partial
 
 import numpy as np
 
-from fastcnn import conv_algorithms, datasets, models, optim
+from fastcnn import _optional, conv_algorithms, datasets, models, optim
 from fastcnn._validate import DTYPES, check_int, check_positive_float
 from fastcnn._version import __version__
 from fastcnn.callbacks import Callback
@@ -259,8 +259,7 @@ def cmd_train(args):
     args.epochs = args.epochs or 1
     if args.resume and not args.checkpoint_dir:
         raise ValueError("--resume needs --checkpoint-dir (where the run was checkpointed)")
-    for option, path in (("--save", args.save), ("--csv-log", args.csv_log)):
-        _check_writable(option, path)  # before training, not after it
+    _check_outputs(args, ("--save", "--csv-log"), ("--checkpoint-dir", "--plot"))
     if args.threads is not None:
         fastcnn.set_num_threads(args.threads)
     x, y, x_test, y_test = _load_data(args)
@@ -299,16 +298,20 @@ def cmd_train(args):
     error = history.val_error[-1]
     print(f"test error: {error:.4f} ({round(error * len(x_test))} of {len(x_test)} misclassified)")
     print(f"seconds per epoch: {np.mean(history.epoch_seconds):.2f}")
+    _save_and_plot(args, model, history, x_test, y_test)
+    return 0
+
+
+def _save_and_plot(args, model, history, x_test, y_test):
+    """--save and --plot, after training (their paths were checked before)."""
     if args.save:
         model.save(args.save)
         print(f"saved the model to {args.save}")
     if args.plot:
         from fastcnn import plots
 
-        paths = plots.save_all(model, history, x_test, y_test, args.plot,
-                               class_names=datasets.CLASS_NAMES[args.dataset])
+        paths = plots.save_all(model, history, x_test, y_test, args.plot)
         print(f"plots written to {args.plot}: " + ", ".join(os.path.basename(p) for p in paths))
-    return 0
 
 
 def _train_recipe(args):
@@ -318,8 +321,7 @@ def _train_recipe(args):
 
     if args.resume or args.checkpoint_dir:
         raise ValueError("--recipe does not take --checkpoint-dir or --resume")
-    for option, path in (("--save", args.save), ("--csv-log", args.csv_log)):
-        _check_writable(option, path)
+    _check_outputs(args, ("--save", "--csv-log"), ("--plot",))
     if args.threads is not None:
         fastcnn.set_num_threads(args.threads)
     epochs = args.epochs or 4
@@ -340,22 +342,40 @@ def _train_recipe(args):
     print("92% accuracy (test error <= 0.08): " + (
         f"reached after epoch {reached[0]}, {reached[1]:.1f} s of training" if reached
         else "not reached"))
-    if args.save:
-        model.save(args.save)
-        print(f"saved the model to {args.save}")
+    _save_and_plot(args, model, history, x_test, y_test)
     return 0
 
 
-def _check_writable(option, path):
+def _check_writable(option, path, directory=False):
+    """Before any work: a file (or with directory=True a directory) can be
+    written at `path`: not a directory where a file is meant (an existing
+    one, or a name ending in a separator), nothing in the way that is a
+    file, and the nearest existing directory writable. Raises ValueError
+    naming the option."""
     if not path:
         return
-    if os.path.isdir(path):
+    if not directory and (os.path.isdir(path) or path.endswith(("/", os.sep))):
         raise ValueError(f"{option} {path}: that is a directory; give a file name")
-    parent = os.path.dirname(os.path.abspath(path))
+    if directory and os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{option} {path}: that is a file, not a directory")
+    parent = os.path.abspath(path) if directory else os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
-    if not os.access(parent, os.W_OK):
+    if not os.path.isdir(parent):
+        raise ValueError(f"{option} {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {path}: cannot write in {parent}")
+
+
+def _check_outputs(args, files=(), directories=()):
+    """Every output path of a command, checked before it loads or trains
+    anything; and --plot's matplotlib."""
+    for option in files:
+        _check_writable(option, getattr(args, option[2:].replace("-", "_"), None))
+    for option in directories:
+        _check_writable(option, getattr(args, option[2:].replace("-", "_"), None), directory=True)
+    if getattr(args, "plot", None) and _optional.module("matplotlib") is None:
+        raise ImportError(f"--plot needs matplotlib: {_optional.install_hint('plot')}")
 
 
 def _bar(args):
@@ -401,8 +421,7 @@ def cmd_predict(args):
     import fastcnn
     from fastcnn._files import write_csv
 
-    if args.csv:
-        _check_writable("--csv", args.csv)
+    _check_outputs(args, ("--csv",))
     model = fastcnn.load(args.model)
     k = model.num_classes
     if args.top > k:
@@ -485,8 +504,7 @@ def cmd_sweep(args):
     import fastcnn
     from fastcnn import distributed
 
-    for option, path in (("--csv", args.csv), ("--save-best", args.save_best)):
-        _check_writable(option, path)
+    _check_outputs(args, ("--csv", "--save-best"))
     local = args.scheduler == "local"
     if not local and (args.workers is not None or args.threads_per_worker != 1):
         raise ValueError("--workers and --threads-per-worker set up the cluster of --scheduler "

@@ -88,6 +88,44 @@ def test_errors_are_one_line(args, status, text):
         assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("option, value, text", [
+    ("--save", "out/newdir/", "that is a directory; give a file name"),
+    ("--save", "afile/m.npz", "afile is a file, not a directory"),
+    ("--csv-log", "afile/deeper/log.csv", "afile is a file, not a directory"),
+    ("--checkpoint-dir", "afile", "that is a file, not a directory"),
+    ("--plot", "afile", "that is a file, not a directory"),
+    ("--plot", "afile/plots", "afile is a file, not a directory"),
+])
+def test_output_paths_are_checked_before_any_work(tmp_path, option, value, text):
+    """Before the data is read or anything trains: a bad --save no longer
+    costs the trained model."""
+    (tmp_path / "afile").write_text("")
+    r = subprocess.run([sys.executable, "-m", "fastcnn", "train", "--data-dir",
+                        "/nonexistent/dir", option, value], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    assert r.returncode == 1 and text in r.stderr, r.stderr
+    assert f"fastcnn: error: {option} {value}:" in r.stderr and r.stdout == ""
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="root writes anywhere: a read-only directory stops no one")
+def test_a_read_only_checkpoint_directory_is_refused_first(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    r = run("train", "--data-dir", "/nonexistent/dir", "--checkpoint-dir", str(ro / "ck"))
+    assert r.returncode == 1 and f"cannot write in {ro}" in r.stderr
+
+
+def test_plot_without_matplotlib_is_refused_before_training(tmp_path):
+    fake = tmp_path / "site"
+    (fake / "matplotlib").mkdir(parents=True)
+    (fake / "matplotlib" / "__init__.py").write_text("raise ImportError('not here')\n")
+    r = run("train", "--data-dir", "/nonexistent/dir", "--plot", str(tmp_path / "plots"),
+            env={"PYTHONPATH": os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")])})
+    assert r.returncode == 1, r.stderr
+    assert "--plot needs matplotlib: pip install 'fastcnn[plot]'" in r.stderr
+
+
 def test_debug_shows_traceback():
     r = run("--debug", "train", "--data-dir", "/nonexistent/dir")
     assert r.returncode != 0 and "Traceback" in r.stderr
