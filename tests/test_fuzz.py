@@ -1063,6 +1063,94 @@ def test_load_tampered_architecture_and_arrays(model_files, edits, param_edit):
         assert out.shape == (2,) + loaded.output_shape
 
 
+def npy_header(raw):
+    """(shape, fortran_order, dtype, header length) of a .npy entry's bytes."""
+    f = stdio.BytesIO(raw)
+    version = np.lib.format.read_magic(f)
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0)
+    shape, fortran, dtype = read(f)
+    return shape, fortran, dtype, f.tell()
+
+
+def deflated(entries, claims=None):
+    """A zip of `entries` {name: bytes}, deflated; claims {name: size} makes
+    the zip directory (local header and central directory alike) announce
+    that many bytes once decompressed."""
+    out = stdio.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, content in entries.items():
+            z.writestr(n, content)
+    b = bytearray(out.getvalue())
+    with zipfile.ZipFile(stdio.BytesIO(bytes(b))) as z:
+        offsets, pos = {i.filename: i.header_offset for i in z.infolist()}, z.start_dir
+    for name, size in (claims or {}).items():
+        b[offsets[name] + 22 : offsets[name] + 26] = size.to_bytes(4, "little")
+    while b[pos : pos + 4] == b"PK\x01\x02":
+        n_len, x_len, c_len = (int.from_bytes(b[pos + k : pos + k + 2], "little")
+                               for k in (28, 30, 32))
+        name = b[pos + 46 : pos + 46 + n_len].decode()
+        if name in (claims or {}):
+            b[pos + 24 : pos + 28] = claims[name].to_bytes(4, "little")
+        pos += 46 + n_len + x_len + c_len
+    return bytes(b)
+
+
+@settings(max_examples=examples(1.0), suppress_health_check=list(HealthCheck))
+@given(which=st.sampled_from(["model", "checkpoint"]), entry=st.integers(0, 100),
+       factor=st.one_of(st.none(), st.integers(2, 2**26)),
+       claim=st.one_of(st.none(), st.just("agree"), st.integers(0, 2**32 - 1)))
+def test_load_compressed_entries_that_claim_too_much(model_files, which, entry, factor, claim):
+    """Deflated model files whose entries announce more than they hold (a
+    larger shape in the .npy header, a larger size in the zip directory, or
+    both made to agree): each loads as saved or is refused with ValueError,
+    and loading never allocates more than a few MB (tracemalloc counts
+    NumPy's arrays)."""
+    import tracemalloc
+
+    d, _, files = model_files
+    data, _, original = files[which]
+    with zipfile.ZipFile(stdio.BytesIO(data)) as z:
+        entries = {info.filename: z.read(info) for info in z.infolist()}
+    name = sorted(entries)[entry % len(entries)]
+    shape, fortran, dtype, start = npy_header(entries[name])
+    if factor is not None:  # the header announces factor times more
+        if dtype.kind == "U":
+            chars = min(max(1, dtype.itemsize // 4) * factor, 2**28)  # NumPy caps a string
+            dtype, shape = np.dtype(f"<U{chars}"), ()
+        else:
+            shape = (max(1, math.prod(shape)) * factor,)
+        header = stdio.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {
+            "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": fortran,
+            "shape": shape})
+        entries[name] = header.getvalue() + entries[name][start:]
+        start = len(header.getvalue())
+    if claim == "agree":  # the zip directory agrees with the header
+        claim = start + math.prod(shape) * dtype.itemsize
+    claims = {name: claim} if claim is not None and claim < 2**32 else {}
+    path = d / f"claims-{which}.npz"
+    path.write_bytes(deflated(entries, claims))
+    tracemalloc.start()
+    try:
+        loaded = fastcnn.load(path, with_training_state=True)
+    except ValueError as e:
+        assert str(e).startswith(str(path)) and "not a usable fastcnn model file" in str(e), e
+        outcome("refused")
+        loaded = None
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 24 << 20, f"loading took {peak:,} bytes"
+    if loaded is None:
+        return
+    outcome("loaded")
+    model, state, arrays = loaded
+    for n in model.params:
+        np.testing.assert_array_equal(model.params[n], original[0].params[n])
+    assert state == original[1]
+
+
 # ======================================================================
 # IDX files
 # ======================================================================
