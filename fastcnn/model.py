@@ -16,6 +16,7 @@ step) waits for them and has the model to itself, and forward passes wait
 for it. `model.lock` is that lock, for code that changes parameters by hand.
 """
 
+import math
 from collections import Counter
 from functools import partial
 
@@ -104,6 +105,9 @@ class Sequential:
     (unless told check_input=False, which skips every check).
     `fastcnn.load` refuses a file with such parameters in the same way.
     """
+
+    # the layer outputs predict_scores keeps for a batch, at most (bytes)
+    PREDICT_BYTES = 256 << 20
 
     def __init__(self, layers, input_shape, dtype="float32", seed=0, loss="mse", classes=None,
                  default_optimizer=None):
@@ -498,6 +502,10 @@ class Sequential:
         batch_size = check_int(batch_size, "batch_size")
         threads = _threads.get_num_threads()
         n = x.shape[0]
+        # a model with large maps computes fewer images at a time, so that
+        # its workspace stays within PREDICT_BYTES (results do not depend on it)
+        per_image = sum(math.prod(layer.output_shape) for layer in self.layers) * self.dtype.itemsize
+        batch_size = max(1, min(batch_size, self.PREDICT_BYTES // max(per_image, 1)))
         out = np.empty((n,) + self.output_shape, dtype=self.dtype)
         with self.lock.reading():
             if check_input:

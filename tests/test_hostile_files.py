@@ -321,3 +321,21 @@ def test_a_learning_rate_too_large_is_still_named():
     with pytest.raises(FloatingPointError, match="try a smaller learning rate"):
         fastcnn.models.lenet5().fit(x, np.arange(200) % 10, batch_size=20, lr=1e30,
                                     progress=False)
+
+
+def test_predict_keeps_large_maps_within_its_budget(monkeypatch):
+    """A model within the load limits whose maps take 5.8 MB per image:
+    predict computes fewer images at a time instead of 64 at once, with the
+    same results."""
+    import tracemalloc
+    model = fastcnn.Sequential([Conv2D(1, 8, 3, padding=200), Flatten(), Dense(8 * 426 * 426, 2)],
+                               (1, 28, 28))
+    x = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
+    monkeypatch.setattr(fastcnn.Sequential, "PREDICT_BYTES", 32 << 20)
+    tracemalloc.start()
+    small = model.predict_scores(x, batch_size=64)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 100 << 20  # 64 images at once: 370 MB
+    monkeypatch.setattr(fastcnn.Sequential, "PREDICT_BYTES", 1 << 40)
+    np.testing.assert_array_equal(small, model.predict_scores(x, batch_size=64))
