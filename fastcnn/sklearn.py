@@ -344,6 +344,9 @@ class CNNClassifier(ClassifierMixin, _CNNEstimator):
     bit. Pass `classes=` to the first partial_fit when one batch of data may
     not hold every label.
 
+    fit takes no sample_weight: fastcnn's losses weigh every sample of a
+    batch alike (scikit-learn's checks then leave the weighting out).
+
     X should be scaled as the network expects (fastcnn's builders are made
     for pixels in [0, 1]); put a scaler before it in a Pipeline for other
     features: the estimator does not rescale X itself.
