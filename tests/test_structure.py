@@ -26,7 +26,7 @@ LAYERS = [
     # what is built on a model: persistence, ready-made networks, data, interop, plots
     {"io", "models", "datasets", "interop", "plots", "gradient_check", "recipes"},
     # the package's face, and the tools on top
-    {"__init__", "bench", "distributed", "cli", "__main__"},
+    {"__init__", "bench", "distributed", "sklearn", "cli", "__main__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
