@@ -47,6 +47,18 @@ class Optimizer:
         self.decay = self._check_decay(decay)
         self._decay_mask = None  # 1 where weight decay applies, 0 elsewhere (decay given)
 
+    def __getstate__(self):
+        # _flat is a view of the model's parameters: a pickled copy of it
+        # would be a separate array, and steps after unpickling would miss
+        # the model. It is taken from the (unpickled) model again instead.
+        state = self.__dict__.copy()
+        state["_flat"] = state["_scratch"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._flat = getattr(self.model, "flat_params", None)
+
     def _check_decay(self, decay):
         """The parameter names weight decay applies to (None: all of them)."""
         if decay is None:

@@ -252,7 +252,7 @@ class _CNNEstimator(BaseEstimator):
         seed = int(np.random.SeedSequence([self._seed, self.n_iter_]).generate_state(1)[0])
         batch_size = check_int(self.batch_size, "batch_size")
         history = self.model_.fit(X, targets, epochs=1, batch_size=batch_size, seed=seed,
-                                  progress=self._verbosity() >= 2, optimizer=opt)
+                                  verbose=1 if self._verbosity() >= 2 else 0, optimizer=opt)
         self._optimizer_state = opt.state()
         self.n_iter_ += 1
         self.loss_curve_.append(history.epoch_loss[-1])
@@ -315,7 +315,7 @@ class CNNClassifier(ClassifierMixin, _CNNEstimator):
         draws from NumPy's global generator, so each fit differs.
     verbose : int, default 0
         1: a line per epoch on stderr (loss, seconds); 2: also fastcnn's
-        progress bar (when stderr is a terminal).
+        progress bar.
 
     Attributes
     ----------

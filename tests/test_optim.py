@@ -158,3 +158,26 @@ def test_optimizers_by_name():
         optim.create("rmsprop", m)
     with pytest.raises(ValueError, match="Adam has betas"):
         optim.create("adam", m, momentum=0.9)
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: fastcnn.SGD(m, lr=0.1, momentum=0.9),
+    lambda m: fastcnn.Adam(m, lr=1e-3),
+])
+def test_a_pickled_optimizer_still_steps_its_model(make):
+    """Pickled together, model and optimiser stay linked: a step after
+    unpickling changes the unpickled model's parameters, as the original's."""
+    import pickle
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 1, 28, 28)), rng.integers(0, 10, 8)
+    model = fastcnn.seed_cnn()
+    opt = make(model)
+    model.backprop(x, y)
+    opt.step()
+    model2, opt2 = pickle.loads(pickle.dumps((model, opt)))
+    assert opt2.model is model2
+    for m, o in ((model, opt), (model2, opt2)):
+        m.backprop(x, y)
+        o.step()
+    for name in model.params:
+        np.testing.assert_array_equal(model.params[name], model2.params[name])
