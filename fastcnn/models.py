@@ -57,7 +57,10 @@ def lenet5(seed=0, dtype="float32", activation="relu", pooling="max", input_shap
 
     61,706 parameters for one 28x28 channel and 10 classes.
     """
-    c, h, w = (int(v) for v in input_shape)
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
+    c, h, w = (check_int(v, "input_shape entries") for v in input_shape)
+    classes = check_int(classes, "classes")
     pad = 2 if (h, w) == (28, 28) else 0
     pool = {"max": MaxPool2D, "mean": MeanPool2D}.get(pooling)
     if pool is None:
