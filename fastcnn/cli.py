@@ -514,6 +514,18 @@ def cmd_info(args):
     return 0
 
 
+def _one_line(text):
+    """A message's lines joined by "; ", or by a space after a line that ends
+    with a colon (it introduces what follows: "could not download X: URL...",
+    not "X:; URL")."""
+    message = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            message += ("" if not message else " " if message.endswith(":") else "; ") + line
+    return message
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -525,8 +537,7 @@ def main(argv=None):
     except Exception as e:  # one clear line, unless --debug
         if args.debug:
             raise
-        message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        print(f"fastcnn: error: {message or type(e).__name__}", file=sys.stderr)
+        print(f"fastcnn: error: {_one_line(str(e)) or type(e).__name__}", file=sys.stderr)
         return 1
 
 

@@ -57,6 +57,9 @@ CLASS_NAMES = {
     "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                       "Sneaker", "Bag", "Ankle boot"],
 }
+# Bytes of the files whose size is known: a download that goes past it is
+# stopped, so that a wrong or hostile mirror cannot fill the disk
+SIZES = {}
 SYSTEM_DIR = "/usr/share/datasets"
 DOWNLOAD_TIMEOUT = 60  # seconds without progress before a mirror is given up
 
@@ -158,26 +161,33 @@ def _find(directory, base):
     return None
 
 
-def _fetch(url, dest, sha256):
+def _fetch(url, dest, sha256, limit=None):
     """Download url to dest through a temporary file (fastcnn._files.atomic_write),
-    kept only if its SHA-256 matches."""
+    kept only if its SHA-256 matches; stopped past `limit` bytes, if given."""
     import urllib.request  # here: only downloads need it, and it is slow to import
 
     def write(out):
         digest = hashlib.sha256()
+        size = 0
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as r:
             while True:
                 chunk = r.read(1 << 20)
                 if not chunk:
                     break
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise DatasetError(f"more than the {limit} bytes the file has; stopped")
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != sha256:
-            raise DatasetError(
-                f"{url}: SHA-256 {digest.hexdigest()} does not match the expected {sha256}"
-            )
+            raise DatasetError(f"SHA-256 {digest.hexdigest()} does not match the expected {sha256}")
 
     atomic_write(dest, write)
+
+
+def _what_to_put(name):
+    """The files a user can put in place of a download, in words."""
+    return "the four IDX files (gzipped or not)"
 
 
 def download(name, directory=None, mirrors=None, checksums=None):
@@ -185,7 +195,8 @@ def download(name, directory=None, mirrors=None, checksums=None):
 
     Each file is tried on each mirror in turn and kept only when its SHA-256
     matches. Files already present and verified are not fetched again.
-    Returns the directory.
+    Returns the directory. Raises DatasetError, naming every URL tried and
+    what went wrong with it, when no mirror gives a file.
     """
     _check_name(name, "train")
     directory = os.fspath(directory) if directory is not None else cache_dir(name)
@@ -198,18 +209,22 @@ def download(name, directory=None, mirrors=None, checksums=None):
         dest = os.path.join(directory, filename)
         if os.path.isfile(dest) and _sha256(dest) == sha:
             continue
+        limit = SIZES.get(name, {}).get(filename)
         errors = []
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + filename
             try:
-                _fetch(url, dest, sha)
+                _fetch(url, dest, sha, limit)
                 break
             except (OSError, http.client.HTTPException, ValueError) as e:
-                errors.append(f"{url}: {e}")
+                errors.append(f"{url} ({e})")
         else:
+            # one line, which the command line prints as it is
+            tried = "tried " + "; ".join(errors) if errors else "no mirrors given"
             raise DatasetError(
-                f"could not download {filename} of {name}:\n  " + "\n  ".join(errors) +
-                "\nPut the IDX files in a directory and pass data_dir=..., or set FASTCNN_DATA"
+                f"could not download {filename} of {name} from any mirror: {tried}. "
+                f"Put {_what_to_put(name)} in a directory and pass data_dir=... (--data-dir "
+                f"on the command line), or in $FASTCNN_DATA/{name}"
             )
     return directory
 
