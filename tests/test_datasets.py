@@ -219,6 +219,9 @@ def test_download_error_reads_as_one_sentence(server, tmp_path):
     assert message.endswith("). Put the four IDX files (gzipped or not) in a directory and pass "
                             "data_dir=... (--data-dir on the command line), or in "
                             "$FASTCNN_DATA/mnist")
+    with pytest.raises(DatasetError, match=r"Put cifar-10-python\.tar\.gz \(or the "
+                                           r"cifar-10-batches-py/ directory it unpacks to\)"):
+        datasets.download("cifar-10", tmp_path, mirrors=[dead])
     with pytest.raises(DatasetError, match="from any mirror: no mirrors given"):
         datasets.download("mnist", tmp_path, mirrors=[], checksums=sums)
 
