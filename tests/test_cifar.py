@@ -547,3 +547,105 @@ def test_random_batches_and_damage():
         assert labels.min(initial=0) >= 0 and labels.max(initial=0) <= 9
 
     run()
+
+
+# ---- the command line --------------------------------------------------------------------------
+
+
+def cli(*args):
+    from fastcnn import cli as command
+
+    return command.main(list(args))
+
+
+@pytest.fixture
+def archive_dir(tmp_path):
+    directory = tmp_path / "data"
+    _, batches = make_archive(directory, sizes=(4, 4, 4, 4, 4), test=6)
+    return directory, batches
+
+
+def test_train_and_evaluate_lenet5_on_cifar_10(archive_dir, tmp_path, capsys):
+    import fastcnn
+    from fastcnn import models, optim
+
+    data, batches = archive_dir
+    path = tmp_path / "lenet.npz"
+    assert cli("train", "--dataset", "cifar-10", "--model", "lenet5", "--data-dir", str(data),
+               "--batch-size", "5", "--seed", "2", "--no-progress", "--save", str(path)) == 0, \
+        capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "lenet5 on cifar-10 (20 training, 6 test images)" in out and "test error:" in out
+    model = fastcnn.load(path)
+    assert tuple(model.input_shape) == (3, 32, 32) and model.layers[0].params["weight"].shape[1] == 3
+    # what the command trained is what the library trains on the loaded data
+    x, y = datasets.load("cifar-10", "train", data_dir=data)
+    ref = models.lenet5(seed=2, input_shape=(3, 32, 32))
+    ref.fit(x, y, epochs=1, batch_size=5, optimizer=optim.create("adam", ref), seed=2,
+            progress=False)
+    for k in ref.params:
+        np.testing.assert_array_equal(ref.params[k], model.params[k])
+
+    assert cli("evaluate", str(path), "--dataset", "cifar-10", "--data-dir", str(data)) == 0
+    out = capsys.readouterr().out
+    assert f"{path} on cifar-10 test (6 images): error" in out
+    present = sorted(set(batches["test_batch"][b"labels"]))
+    names = datasets.CLASS_NAMES["cifar-10"]
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [names[c] for c in present]
+
+    np.save(tmp_path / "two.npy", batches["test_batch"][b"data"][:2].reshape(2, 3, 32, 32))
+    assert cli("predict", str(path), str(tmp_path / "two.npy")) == 0
+    expected = model.predict(datasets.load("cifar-10", "test", data_dir=data)[0][:2])
+    assert capsys.readouterr().out.splitlines() == [f"{tmp_path / 'two.npy'}[{i}]: {expected[i]}"
+                                                    for i in range(2)]
+
+
+def test_train_vgg_mini_on_cifar_10(archive_dir, tmp_path, capsys):
+    import fastcnn
+
+    data, _ = archive_dir
+    path = tmp_path / "vgg.npz"
+    assert cli("train", "--dataset", "cifar-10", "--model", "vgg_mini", "--data-dir", str(data),
+               "--batch-size", "10", "--no-progress", "--save", str(path)) == 0, \
+        capsys.readouterr().err
+    assert "vgg_mini on cifar-10" in capsys.readouterr().out
+    model = fastcnn.load(path)
+    assert tuple(model.input_shape) == (3, 32, 32)
+    assert model.predict(datasets.load("cifar-10", "test", data_dir=data)[0]).shape == (6,)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--model", "seed_cnn"], "--model seed_cnn takes 1x28x28 images, and cifar-10's "
+                                       "are 3x32x32: use --model lenet5, vgg_mini"),
+    (["train"], "--model seed_cnn takes 1x28x28 images"),  # the default model
+    (["sweep", "--scheduler", "serial"], "--model seed_cnn takes 1x28x28 images"),
+    (["train", "--recipe", "fashion-mnist"], "--recipe fashion-mnist trains on 1x28x28 images, "
+                                             "and cifar-10's are 3x32x32"),
+])
+def test_models_for_grey_images_are_refused_before_the_data_is_read(args, message, capsys):
+    # the data directory does not exist: the error is about the model
+    assert cli(*args, "--dataset", "cifar-10", "--data-dir", "/nonexistent/dir",
+               "--no-progress") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"fastcnn: error: {message}")
+    assert err.count("\n") == 1 and "/nonexistent" not in err
+
+
+def test_evaluate_refuses_a_model_for_other_images(tmp_path, capsys):
+    import fastcnn
+
+    fastcnn.seed_cnn().save(tmp_path / "grey.npz")
+    assert cli("evaluate", str(tmp_path / "grey.npz"), "--dataset", "cifar-10",
+               "--data-dir", "/nonexistent/dir") == 1
+    assert capsys.readouterr().err == (f"fastcnn: error: {tmp_path / 'grey.npz'} takes 1x28x28 "
+                                       f"images, and cifar-10's are 3x32x32: evaluate it on a "
+                                       f"dataset it was trained for\n")
+
+
+def test_sweep_on_cifar_10(archive_dir, tmp_path, capsys):
+    pytest.importorskip("tqdm")
+    data, _ = archive_dir
+    assert cli("sweep", "--model", "lenet5", "--dataset", "cifar-10", "--data-dir", str(data),
+               "--lr", "0.001,0.01", "--scheduler", "serial", "--csv", str(tmp_path / "s.csv"),
+               "--no-progress") == 0, capsys.readouterr().err
+    assert "2 runs of lenet5 on cifar-10" in capsys.readouterr().out
