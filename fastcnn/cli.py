@@ -9,6 +9,7 @@ Errors print one line and exit with status 1 (2 for a bad command line);
 """
 
 import argparse
+import inspect
 import os
 import platform
 import sys
@@ -64,6 +65,7 @@ def _list_of(kind):
 
 
 BENCH_IMPLS = "fastcnn,torch,numpy"
+DATA_FILES = "the IDX files; for cifar-10 cifar-10-python.tar.gz or cifar-10-batches-py/"
 
 
 def build_parser():
@@ -100,7 +102,8 @@ def build_parser():
     train.add_argument("--dataset", default="fashion-mnist", choices=DATASETS,
                        help="dataset (default: %(default)s)")
     train.add_argument("--data-dir", default=None,
-                       help="directory with the IDX files (default: search, then download)")
+                       help=f"directory with the dataset's files ({DATA_FILES}; default: search, "
+                            f"then download)")
     train.add_argument("--epochs", type=_positive_int, default=None,
                        help="default: 1 (4 with --recipe)")
     train.add_argument("--recipe", default=None, choices=["fashion-mnist"],
@@ -139,7 +142,8 @@ def build_parser():
     evaluate.add_argument("model", help="a model file written by fastcnn (.npz)")
     evaluate.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
     evaluate.add_argument("--split", default="test", choices=["train", "test"])
-    evaluate.add_argument("--data-dir", default=None, help="directory with the IDX files")
+    evaluate.add_argument("--data-dir", default=None,
+                          help=f"directory with the dataset's files ({DATA_FILES})")
     evaluate.set_defaults(run=cmd_evaluate)
 
     predict = command("predict", help="classify images with a saved model",
@@ -211,7 +215,8 @@ def build_parser():
     sweep.add_argument("--epochs", type=_positive_int, default=1, help="default: %(default)s")
     sweep.add_argument("--dataset", default="fashion-mnist", choices=DATASETS,
                        help="default: %(default)s")
-    sweep.add_argument("--data-dir", default=None, help="directory with the IDX files")
+    sweep.add_argument("--data-dir", default=None,
+                       help=f"directory with the dataset's files ({DATA_FILES})")
     sweep.add_argument("--train-images", type=_positive_int, default=None, metavar="N",
                        help="train on the first N training images (default: all)")
     sweep.add_argument("--test-images", type=_positive_int, default=None, metavar="N",
@@ -246,6 +251,33 @@ def _load_data(args):
     return x, y, x_test, y_test
 
 
+def _shape_text(shape):
+    return "x".join(str(v) for v in shape)
+
+
+def _builder(args):
+    """models.BUILDERS[args.model] for the images of args.dataset: the
+    builders that take input_shape get the dataset's; seed_cnn, the paper's
+    network, takes only 1x28x28 images, and says so before any data is read."""
+    build = models.BUILDERS[args.model]
+    shape = datasets.SHAPES[args.dataset]
+    if "input_shape" in inspect.signature(build).parameters:
+        return partial(build, input_shape=shape)
+    fixed = build(dtype="float64").input_shape
+    if tuple(fixed) != tuple(shape):
+        others = ", ".join(m for m in MODELS if m != args.model)
+        raise ValueError(f"--model {args.model} takes {_shape_text(fixed)} images, and "
+                         f"{args.dataset}'s are {_shape_text(shape)}: use --model {others}")
+    return build
+
+
+def _check_model_input(path, model, dataset):
+    shape = datasets.SHAPES[dataset]
+    if tuple(model.input_shape) != tuple(shape):
+        raise ValueError(f"{path} takes {_shape_text(model.input_shape)} images, and {dataset}'s "
+                         f"are {_shape_text(shape)}: evaluate it on a dataset it was trained for")
+
+
 def _optimizer_name(args):
     return args.optimizer or models.RECOMMENDED_OPTIMIZER[args.model]
 
@@ -260,10 +292,11 @@ def cmd_train(args):
     if args.resume and not args.checkpoint_dir:
         raise ValueError("--resume needs --checkpoint-dir (where the run was checkpointed)")
     _check_outputs(args, ("--save", "--csv-log"), ("--checkpoint-dir", "--plot"))
+    build = _builder(args)  # before the data is read: a wrong pairing is reported at once
     if args.threads is not None:
         fastcnn.set_num_threads(args.threads)
     x, y, x_test, y_test = _load_data(args)
-    model = models.BUILDERS[args.model](seed=args.seed, dtype=args.dtype, algorithm=args.algorithm)
+    model = build(seed=args.seed, dtype=args.dtype, algorithm=args.algorithm)
     model.classes = datasets.CLASS_NAMES[args.dataset]
     name = _optimizer_name(args)
     optimizer = optim.create(name, model, lr=args.lr)
@@ -321,6 +354,10 @@ def _train_recipe(args):
 
     if args.resume or args.checkpoint_dir:
         raise ValueError("--recipe does not take --checkpoint-dir or --resume")
+    if datasets.SHAPES[args.dataset] != (1, 28, 28):
+        raise ValueError(f"--recipe {args.recipe} trains on 1x28x28 images, and {args.dataset}'s "
+                         f"are {_shape_text(datasets.SHAPES[args.dataset])}; leave --recipe out "
+                         f"and choose --model")
     _check_outputs(args, ("--save", "--csv-log"), ("--plot",))
     if args.threads is not None:
         fastcnn.set_num_threads(args.threads)
@@ -396,6 +433,7 @@ def cmd_evaluate(args):
     import fastcnn
 
     model = fastcnn.load(args.model)
+    _check_model_input(args.model, model, args.dataset)
     x, y = datasets.load(args.dataset, args.split, data_dir=args.data_dir, dtype=model.dtype.name)
     predicted = model.predict(x)
     wrong = predicted != y
@@ -509,6 +547,7 @@ def cmd_sweep(args):
     if not local and (args.workers is not None or args.threads_per_worker != 1):
         raise ValueError("--workers and --threads-per-worker set up the cluster of --scheduler "
                          f"local; they do not apply to --scheduler {args.scheduler}")
+    build = _builder(args)
     x, y, x_test, y_test = _load_data(args)
     data = (x[:args.train_images], y[:args.train_images],
             x_test[:args.test_images], y_test[:args.test_images])
@@ -520,7 +559,7 @@ def cmd_sweep(args):
           f"({len(data[0])} training, {len(data[2])} test images), {name}, "
           f"{args.epochs} epoch(s) each, scheduler {args.scheduler}", flush=True)
     cluster = dict(workers=args.workers, threads_per_worker=args.threads_per_worker) if local else {}
-    result = distributed.sweep(models.BUILDERS[args.model], grid, data, client=args.scheduler,
+    result = distributed.sweep(build, grid, data, client=args.scheduler,
                                seeds=args.seeds, progress=_bar(args), **cluster)
     _print_sweep(result, ["lr", "batch_size"])
     if args.csv:
@@ -576,6 +615,18 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"fastcnn: warning: {message}", file=sys.stderr, flush=True)
 
 
+def _one_line(text):
+    """A message's lines joined by "; ", or by a space after a line that ends
+    with a colon (it introduces what follows: "could not download X: URL...",
+    not "X:; URL")."""
+    message = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            message += ("" if not message else " " if message.endswith(":") else "; ") + line
+    return message
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -594,8 +645,7 @@ def main(argv=None):
     except Exception as e:  # one clear line, unless --debug
         if args.debug:
             raise
-        message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        print(f"fastcnn: error: {message or type(e).__name__}", file=sys.stderr)
+        print(f"fastcnn: error: {_one_line(str(e)) or type(e).__name__}", file=sys.stderr)
         return 1
 
 

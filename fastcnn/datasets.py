@@ -1,6 +1,8 @@
-"""MNIST and Fashion-MNIST: IDX files found locally or downloaded and verified.
+"""MNIST, Fashion-MNIST and CIFAR-10: files found locally or downloaded and verified.
 
-`load(name, split)` looks for the four IDX files, gzipped or not, in
+`load(name, split)` looks for the dataset's files (MNIST's and
+Fashion-MNIST's four IDX files, gzipped or not; CIFAR-10's
+cifar-10-python.tar.gz, or the cifar-10-batches-py/ directory it unpacks to) in
   1. `data_dir`, if given (and nowhere else);
   2. $FASTCNN_DATA/<name>;
   3. ~/.cache/fastcnn/<name> (where downloads go);
@@ -17,6 +19,7 @@ import zlib
 
 import numpy as np
 
+from fastcnn import _cifar
 from fastcnn._files import atomic_write
 from fastcnn._optional import install_hint
 from fastcnn._validate import check_dtype, check_shape
@@ -26,7 +29,12 @@ FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
-# The original gzip files. SHA-256 from TensorFlow Datasets' url_checksums.
+# MNIST's and Fashion-MNIST's original gzip files (SHA-256 from TensorFlow
+# Datasets' url_checksums), and CIFAR-10's python version (Krizhevsky,
+# "Learning Multiple Layers of Features from Tiny Images", 2009). CIFAR-10's
+# page publishes an MD5 (c58f30108f718f92721af3b95e74349a, which torchvision
+# checks) and no SHA-256; the SHA-256 here is the one Keras checks for the same
+# URL (keras/src/datasets/cifar10.py).
 MIRRORS = {
     "mnist": [
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -38,6 +46,7 @@ MIRRORS = {
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
     ],
+    "cifar-10": ["https://www.cs.toronto.edu/~kriz/"],
 }
 SHA256 = {
     "mnist": {
@@ -52,12 +61,22 @@ SHA256 = {
         "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
         "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
     },
+    "cifar-10": {
+        _cifar.ARCHIVE: "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+    },
 }
+# Bytes of the files whose size is known: a download that goes past it is
+# stopped, so that a wrong or hostile mirror cannot fill the disk
+SIZES = {"cifar-10": {_cifar.ARCHIVE: 170498071}}
 CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
     "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                       "Sneaker", "Bag", "Ankle boot"],
+    "cifar-10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck"],
 }
+# (channels, height, width) of each dataset's images
+SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar-10": _cifar.SHAPE}
 SYSTEM_DIR = "/usr/share/datasets"
 DOWNLOAD_TIMEOUT = 60  # seconds without progress before a mirror is given up
 
@@ -159,34 +178,45 @@ def _find(directory, base):
     return None
 
 
-def _fetch(url, dest, sha256):
+def _fetch(url, dest, sha256, limit=None):
     """Download url to dest through a temporary file (fastcnn._files.atomic_write),
-    kept only if its SHA-256 matches."""
+    kept only if its SHA-256 matches; stopped past `limit` bytes, if given."""
     import urllib.request  # here: only downloads need it, and it is slow to import
 
     def write(out):
         digest = hashlib.sha256()
+        size = 0
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as r:
             while True:
                 chunk = r.read(1 << 20)
                 if not chunk:
                     break
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise DatasetError(f"more than the {limit} bytes the file has; stopped")
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != sha256:
-            raise DatasetError(
-                f"{url}: SHA-256 {digest.hexdigest()} does not match the expected {sha256}"
-            )
+            raise DatasetError(f"SHA-256 {digest.hexdigest()} does not match the expected {sha256}")
 
     atomic_write(dest, write)
 
 
+def _what_to_put(name):
+    """The files a user can put in place of a download, in words."""
+    if name == "cifar-10":
+        return f"{_cifar.ARCHIVE} (or the {_cifar.FOLDER}/ directory it unpacks to)"
+    return "the four IDX files (gzipped or not)"
+
+
 def download(name, directory=None, mirrors=None, checksums=None):
-    """Download the four gzip files of `name` into `directory` (default: the cache).
+    """Download the files of `name` (MNIST's and Fashion-MNIST's four gzip
+    files, CIFAR-10's cifar-10-python.tar.gz) into `directory` (default: the cache).
 
     Each file is tried on each mirror in turn and kept only when its SHA-256
     matches. Files already present and verified are not fetched again.
-    Returns the directory.
+    Returns the directory. Raises DatasetError, naming every URL tried and
+    what went wrong with it, when no mirror gives a file.
     """
     _check_name(name, "train")
     directory = os.fspath(directory) if directory is not None else cache_dir(name)
@@ -199,18 +229,22 @@ def download(name, directory=None, mirrors=None, checksums=None):
         dest = os.path.join(directory, filename)
         if os.path.isfile(dest) and _sha256(dest) == sha:
             continue
+        limit = SIZES.get(name, {}).get(filename)
         errors = []
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + filename
             try:
-                _fetch(url, dest, sha)
+                _fetch(url, dest, sha, limit)
                 break
             except (OSError, http.client.HTTPException, ValueError) as e:
-                errors.append(f"{url}: {e}")
+                errors.append(f"{url} ({e})")
         else:
+            # one line, which the command line prints as it is
+            tried = "tried " + "; ".join(errors) if errors else "no mirrors given"
             raise DatasetError(
-                f"could not download {filename} of {name}:\n  " + "\n  ".join(errors) +
-                "\nPut the IDX files in a directory and pass data_dir=..., or set FASTCNN_DATA"
+                f"could not download {filename} of {name} from any mirror: {tried}. "
+                f"Put {_what_to_put(name)} in a directory and pass data_dir=... (--data-dir "
+                f"on the command line), or in $FASTCNN_DATA/{name}"
             )
     return directory
 
@@ -223,44 +257,72 @@ def _sha256(path):
     return digest.hexdigest()
 
 
+def _find_cifar(directory, split):
+    """The archive, or a directory holding the split's batch files: the
+    unpacked cifar-10-batches-py/, or `directory` itself if it is one."""
+    archive = os.path.join(directory, _cifar.ARCHIVE)
+    if os.path.isfile(archive):
+        return archive
+    for folder in (os.path.join(directory, _cifar.FOLDER), directory):
+        if all(os.path.isfile(os.path.join(folder, b)) for b in _cifar.BATCHES[split]):
+            return folder
+    return None
+
+
 def locate(name, split, data_dir=None, download_missing=True):
-    """Paths (images, labels) of a split, downloading into the cache if needed."""
+    """Paths of a split's files, downloading into the cache if needed:
+    (images, labels) for MNIST and Fashion-MNIST; for CIFAR-10 a 1-tuple,
+    cifar-10-python.tar.gz or the directory that holds the split's batches."""
     _check_name(name, split)
-    bases = FILES[split]
+    if name == "cifar-10":
+        def find(directory):
+            path = _find_cifar(directory, split)
+            return (path,) if path else None
+        wanted = (f"{_cifar.ARCHIVE}, or {_cifar.FOLDER}/ with "
+                  f"{', '.join(_cifar.BATCHES[split])}")
+    else:
+        def find(directory):
+            paths = tuple(_find(directory, base) for base in FILES[split])
+            return paths if all(paths) else None
+        wanted = f"{FILES[split][0]}[.gz] and {FILES[split][1]}[.gz]"
     for directory in search_path(name, data_dir):
-        paths = [_find(directory, base) for base in bases]
-        if all(paths):
-            return tuple(paths)
+        paths = find(directory)
+        if paths:
+            return paths
     if data_dir is not None:
-        raise FileNotFoundError(
-            f"{data_dir} does not hold {bases[0]}[.gz] and {bases[1]}[.gz]"
-        )
+        raise FileNotFoundError(f"{data_dir} does not hold {wanted}")
     if not download_missing:
-        raise FileNotFoundError(
-            f"{name} {split} not found in {search_path(name)}"
-        )
-    directory = download(name)
-    return tuple(_find(directory, base) for base in bases)
+        raise FileNotFoundError(f"{name} {split} not found in {search_path(name)}: none holds {wanted}")
+    return find(download(name))
 
 
 def load(name, split="train", data_dir=None, dtype="float32"):
-    """Images and labels of MNIST or Fashion-MNIST.
+    """Images and labels of MNIST, Fashion-MNIST or CIFAR-10.
 
     Parameters
     ----------
-    name : "mnist" or "fashion-mnist"
-    split : "train" (60,000 images) or "test" (10,000)
+    name : "mnist", "fashion-mnist" or "cifar-10"
+    split : "train" (60,000 images; CIFAR-10: 50,000, data_batch_1..5 in
+        order) or "test" (10,000)
     data_dir : path, optional
-        Directory holding the IDX files (gzipped or not); when given, only it
-        is searched and nothing is downloaded.
+        Directory holding the IDX files (gzipped or not), or CIFAR-10's
+        cifar-10-python.tar.gz or unpacked cifar-10-batches-py/; when given,
+        only it is searched and nothing is downloaded.
     dtype : "float32" or "float64"
 
     Returns
     -------
-    x : ndarray (N, 1, 28, 28) of dtype, pixels scaled to [0, 1]
-    y : ndarray (N,) int64, class ids 0..9
+    x : ndarray (N, C, H, W) of dtype, pixels scaled to [0, 1]: (N, 1, 28, 28)
+        for MNIST and Fashion-MNIST; (N, 3, 32, 32), red, green, blue, for CIFAR-10
+    y : ndarray (N,) int64, class ids 0..9 (CLASS_NAMES[name] names them)
+
+    CIFAR-10's batches are pickles; they are read with an unpickler that
+    rebuilds only their dicts, lists and uint8 arrays and refuses anything
+    else (see fastcnn._cifar), so a tampered file cannot run code.
     """
     dtype = check_dtype(dtype)
+    if name == "cifar-10":
+        return _load_cifar(split, data_dir, dtype)
     images_path, labels_path = locate(name, split, data_dir)
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
@@ -277,6 +339,17 @@ def load(name, split="train", data_dir=None, dtype="float32"):
     x = images.astype(dtype)[:, None, :, :]
     x /= 255
     return x, labels.astype(np.int64)
+
+
+def _load_cifar(split, data_dir, dtype):
+    (path,) = locate("cifar-10", split, data_dir)
+    try:
+        images, labels = _cifar.read(path, split)
+    except _cifar.FormatError as e:
+        raise DatasetError(str(e)) from None
+    x = images.astype(dtype)
+    x /= 255
+    return x, labels
 
 
 def standardize(train, *others):
@@ -374,4 +447,4 @@ def _read_image_array(path, channels):
 
 
 __all__ = ["load", "read_idx", "download", "locate", "search_path", "cache_dir", "DatasetError",
-           "CLASS_NAMES", "read_images", "resize", "standardize"]
+           "CLASS_NAMES", "SHAPES", "SIZES", "read_images", "resize", "standardize"]

@@ -201,6 +201,61 @@ def test_download_reports_every_mirror(tmp_path):
         datasets.download("mnist", tmp_path, mirrors=[dead_url(), dead_url()], checksums=sums)
 
 
+def test_download_error_reads_as_one_sentence(server, tmp_path):
+    """Issue 16: the message read "...of mnist:; https://..." once the command
+    line had joined its lines. It is one line now, each URL with its error."""
+    url, www = server
+    sums = publish(www)
+    sums["train-images-idx3-ubyte.gz"] = "0" * 64  # served, but not the expected file
+    dead = dead_url()
+    with pytest.raises(DatasetError) as info:
+        datasets.download("mnist", tmp_path, mirrors=[dead, url], checksums=sums)
+    message = str(info.value)
+    assert "\n" not in message and ":;" not in message and ": ;" not in message
+    assert message.startswith("could not download train-images-idx3-ubyte.gz of mnist from any "
+                              f"mirror: tried {dead}train-images-idx3-ubyte.gz (")
+    assert f"; {url}train-images-idx3-ubyte.gz (SHA-256 " in message
+    assert message.count("127.0.0.1") == 2  # each URL once, not again inside its error
+    assert message.endswith("). Put the four IDX files (gzipped or not) in a directory and pass "
+                            "data_dir=... (--data-dir on the command line), or in "
+                            "$FASTCNN_DATA/mnist")
+    with pytest.raises(DatasetError, match=r"Put cifar-10-python\.tar\.gz \(or the "
+                                           r"cifar-10-batches-py/ directory it unpacks to\)"):
+        datasets.download("cifar-10", tmp_path, mirrors=[dead])
+    with pytest.raises(DatasetError, match="from any mirror: no mirrors given"):
+        datasets.download("mnist", tmp_path, mirrors=[], checksums=sums)
+
+
+def test_download_error_on_the_command_line(isolated, monkeypatch, capsys):
+    from fastcnn import cli
+
+    dead = dead_url()
+    monkeypatch.setitem(datasets.MIRRORS, "mnist", [dead])
+    assert cli.main(["train", "--dataset", "mnist", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ":;" not in err
+    assert err.startswith("fastcnn: error: could not download train-images-idx3-ubyte.gz of mnist "
+                          f"from any mirror: tried {dead}train-images-idx3-ubyte.gz (")
+
+
+def test_the_command_line_joins_lines_after_a_colon_with_a_space():
+    from fastcnn.cli import _one_line
+
+    assert _one_line("could not read:\n  a.gz: bad\n  b.gz: worse\nTry again") == \
+        "could not read: a.gz: bad; b.gz: worse; Try again"
+    assert _one_line("\n\n") == ""
+
+
+def test_download_stops_past_the_known_size(server, tmp_path, monkeypatch):
+    url, www = server
+    sums = publish(www)
+    monkeypatch.setitem(datasets.SIZES, "mnist", {"train-labels-idx1-ubyte.gz": 10})
+    with pytest.raises(DatasetError, match="train-labels-idx1-ubyte.gz \\(more than the 10 bytes "
+                                           "the file has; stopped\\)"):
+        datasets.download("mnist", tmp_path / "dl", mirrors=[url], checksums=sums)
+    assert "train-labels-idx1-ubyte.gz" not in os.listdir(tmp_path / "dl")
+
+
 def test_load_downloads_into_the_cache_when_nothing_is_found(isolated, server, monkeypatch):
     url, www = server
     sums = publish(www)

@@ -13,7 +13,7 @@ SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 LAYERS = [
     # leaves: no fastcnn import but each other
     {"_version", "_optional", "_openmp", "_build_info", "_validate", "_files", "_threads",
-     "_crossover"},
+     "_crossover", "_cifar"},
     # the compiled kernels, and the helpers the Python around them needs
     {"_kernels", "_conv", "_pool", "_activation", "_dense", "_loss", "_optim", "_im2col",
      "_norm", "_simd", "_blas", "_tasks", "_workspace"},
