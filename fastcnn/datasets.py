@@ -65,9 +65,19 @@ SHA256 = {
         _cifar.ARCHIVE: "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
     },
 }
-# Bytes of the files whose size is known: a download that goes past it is
-# stopped, so that a wrong or hostile mirror cannot fill the disk
-SIZES = {"cifar-10": {_cifar.ARCHIVE: 170498071}}
+# Bytes of each file: a download that goes past it (plus SIZE_MARGIN) is
+# stopped, so that a wrong or hostile mirror cannot fill the disk; a file
+# of unknown size (checksums= of download) stops at MAX_DOWNLOAD
+SIZES = {
+    "mnist": {"train-images-idx3-ubyte.gz": 9912422, "train-labels-idx1-ubyte.gz": 28881,
+              "t10k-images-idx3-ubyte.gz": 1648877, "t10k-labels-idx1-ubyte.gz": 4542},
+    "fashion-mnist": {"train-images-idx3-ubyte.gz": 26421880,
+                      "train-labels-idx1-ubyte.gz": 29515,
+                      "t10k-images-idx3-ubyte.gz": 4422102, "t10k-labels-idx1-ubyte.gz": 5148},
+    "cifar-10": {_cifar.ARCHIVE: 170498071},
+}
+SIZE_MARGIN = 4096
+MAX_DOWNLOAD = 1 << 30
 CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
     "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -183,17 +193,23 @@ def _fetch(url, dest, sha256, limit=None):
     kept only if its SHA-256 matches; stopped past `limit` bytes, if given."""
     import urllib.request  # here: only downloads need it, and it is slow to import
 
+    limit = MAX_DOWNLOAD if limit is None else limit + SIZE_MARGIN
+
     def write(out):
         digest = hashlib.sha256()
         size = 0
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as r:
+            announced = r.headers.get("Content-Length")
+            if announced is not None and announced.isdigit() and int(announced) > limit:
+                raise DatasetError(f"the server announces {int(announced)} bytes, more than the "
+                                   f"{limit} the file may have; nothing was downloaded")
             while True:
-                chunk = r.read(1 << 20)
+                chunk = r.read(min(1 << 20, limit + 1 - size))
                 if not chunk:
                     break
                 size += len(chunk)
-                if limit is not None and size > limit:
-                    raise DatasetError(f"more than the {limit} bytes the file has; stopped")
+                if size > limit:
+                    raise DatasetError(f"more than the {limit} bytes the file may have; stopped")
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != sha256:
@@ -447,4 +463,5 @@ def _read_image_array(path, channels):
 
 
 __all__ = ["load", "read_idx", "download", "locate", "search_path", "cache_dir", "DatasetError",
-           "CLASS_NAMES", "SHAPES", "SIZES", "read_images", "resize", "standardize"]
+           "CLASS_NAMES", "SHAPES", "SIZES", "SIZE_MARGIN", "MAX_DOWNLOAD", "read_images",
+           "resize", "standardize"]

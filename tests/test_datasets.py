@@ -250,10 +250,52 @@ def test_download_stops_past_the_known_size(server, tmp_path, monkeypatch):
     url, www = server
     sums = publish(www)
     monkeypatch.setitem(datasets.SIZES, "mnist", {"train-labels-idx1-ubyte.gz": 10})
-    with pytest.raises(DatasetError, match="train-labels-idx1-ubyte.gz \\(more than the 10 bytes "
-                                           "the file has; stopped\\)"):
+    monkeypatch.setattr(datasets, "SIZE_MARGIN", 0)
+    size = (www / "train-labels-idx1-ubyte.gz").stat().st_size
+    with pytest.raises(DatasetError, match=f"train-labels-idx1-ubyte.gz \\(the server announces "
+                                           f"{size} bytes, more than the 10 the file may have; "
+                                           f"nothing was downloaded\\)"):
         datasets.download("mnist", tmp_path / "dl", mirrors=[url], checksums=sums)
     assert "train-labels-idx1-ubyte.gz" not in os.listdir(tmp_path / "dl")
+
+
+@pytest.fixture
+def endless_server():
+    """A mirror that streams zeros without end and announces no length;
+    yields (url, a function giving the bytes it has sent)."""
+    sent = [0]
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            chunk = bytes(1 << 16)
+            try:
+                while sent[0] < 1 << 30:
+                    self.wfile.write(chunk)
+                    sent[0] += len(chunk)
+            except OSError:
+                pass  # the client went away
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", lambda: sent[0]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_an_endless_download_stops_at_the_known_size_and_writes_nothing(endless_server, tmp_path):
+    url, sent = endless_server
+    sums = {"t10k-labels-idx1-ubyte.gz": "0" * 64}
+    with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte.gz \\(more than the 8638 "
+                                           "bytes the file may have; stopped\\)"):
+        datasets.download("mnist", tmp_path / "dl", mirrors=[url], checksums=sums)
+    assert os.listdir(tmp_path / "dl") == []  # not even a temporary file
+    assert sent() < 64 << 20  # the server was cut off, not read to its end
 
 
 def test_load_downloads_into_the_cache_when_nothing_is_found(isolated, server, monkeypatch):
