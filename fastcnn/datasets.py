@@ -22,7 +22,7 @@ import numpy as np
 from fastcnn import _cifar
 from fastcnn._files import atomic_write
 from fastcnn._optional import install_hint
-from fastcnn._validate import check_dtype, check_shape
+from fastcnn._validate import check_dtype, check_int, check_shape
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -98,26 +98,25 @@ class DatasetError(ValueError):
     """A dataset file is missing, malformed or fails its checksum."""
 
 
-def _read_bytes(path):
-    with open(path, "rb") as f:
-        head = f.read(2)
-    if head == b"\x1f\x8b":
-        try:
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        except (OSError, EOFError, zlib.error) as e:
-            raise DatasetError(f"{path}: corrupt or truncated gzip data ({e})") from None
-    with open(path, "rb") as f:
-        return f.read()
+# The most data read_idx takes from one file (MNIST's training images are
+# 47 MB): a header that declares more is refused before anything is read.
+IDX_MAX_BYTES = 1 << 30
 
 
-def read_idx(path):
+def read_idx(path, max_bytes=None):
     """Read an IDX file (raw or gzip-compressed) into a NumPy array.
 
-    The header is checked: two zero bytes, a known type byte, the number of
-    dimensions, then each dimension as a big-endian uint32; the data must be
-    exactly as long as the dimensions say. Returns the array in native byte
-    order (uint8 for MNIST's images and labels).
+    The header is read and checked first: two zero bytes, a known type
+    byte, the number of dimensions, then each dimension as a big-endian
+    uint32. Then exactly the bytes the dimensions declare are read, in
+    chunks, so memory grows only with data that is really there; the file
+    must end right after them. Returns the array in native byte order
+    (uint8 for MNIST's images and labels).
+
+    max_bytes (default IDX_MAX_BYTES, 1 GiB) bounds the data: a header that
+    declares more is refused before anything is read, and so is a raw file
+    whose length disagrees with its header, and a gzip file too small to
+    expand to what its header declares.
 
     Raises FileNotFoundError for a missing file and DatasetError (a
     ValueError) for anything that is not a well-formed IDX file: too short,
@@ -126,31 +125,68 @@ def read_idx(path):
     NumPy arrays can have.
     """
     path = os.fspath(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise DatasetError(f"{path}: {len(data)} bytes, too short for an IDX header")
-    if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
+    limit = IDX_MAX_BYTES if max_bytes is None else check_int(max_bytes, "max_bytes", minimum=0)
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == b"\x1f\x8b"
+    size = os.path.getsize(path)
+    try:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:
+            return _read_idx(f, path, size, compressed, limit)
+    except (OSError, EOFError, zlib.error) as e:
+        if not compressed:
+            raise
+        raise DatasetError(f"{path}: corrupt or truncated gzip data ({e})") from None
+
+
+# deflate's greatest expansion (258 bytes from 2 bits): a gzip file of n bytes
+# holds at most about 1032 n
+_MAX_RATIO = 1032
+
+
+def _read_idx(f, path, size, compressed, limit):
+    head = f.read(4)
+    if len(head) < 4:
+        raise DatasetError(f"{path}: {len(head)} bytes, too short for an IDX header")
+    if head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES:
         raise DatasetError(
-            f"{path}: not an IDX file (magic bytes {data[:4].hex()}; expected 0000 then a "
+            f"{path}: not an IDX file (magic bytes {head.hex()}; expected 0000 then a "
             f"type byte in {[hex(t) for t in _IDX_TYPES]} and the number of dimensions)"
         )
-    ndim = data[3]
+    ndim = head[3]
     if ndim == 0:
         raise DatasetError(f"{path}: IDX header gives 0 dimensions")
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DatasetError(f"{path}: truncated IDX header ({len(data)} bytes, needs {header})")
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_TYPES[data[2]])
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise DatasetError(f"{path}: truncated IDX header ({4 + len(dims)} bytes, needs {header})")
+    shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_TYPES[head[2]])
     # Python integers: a product of up to 255 uint32 dimensions overflows int64
-    expected = header + math.prod(shape) * dtype.itemsize
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "has trailing bytes"
+    nbytes = math.prod(shape) * dtype.itemsize
+    expected = header + nbytes
+    if nbytes > limit:
+        raise DatasetError(f"{path}: its header declares dimensions {shape} of {dtype.name}, "
+                           f"{nbytes:,} bytes, more than the limit of {limit:,} "
+                           f"(datasets.IDX_MAX_BYTES, or read_idx(max_bytes=...))")
+    if not compressed and size != expected:
+        what = "truncated" if size < expected else "has trailing bytes"
         raise DatasetError(
-            f"{path}: {what}: dimensions {shape} need {expected} bytes, the file has {len(data)}"
-        )
+            f"{path}: {what}: dimensions {shape} need {expected} bytes, the file has {size}")
+    if compressed and expected > _MAX_RATIO * size + 1024:
+        raise DatasetError(f"{path}: truncated: dimensions {shape} need {expected} bytes, more "
+                           f"than {size} bytes of gzip data can hold")
+    data = bytearray()
+    while len(data) < nbytes:
+        chunk = f.read(min(1 << 22, nbytes - len(data)))
+        if not chunk:
+            raise DatasetError(f"{path}: truncated: dimensions {shape} need {expected} bytes, "
+                               f"the file has {header + len(data)}")
+        data += chunk
+    if f.read(1):
+        raise DatasetError(f"{path}: has trailing bytes: dimensions {shape} need {expected} "
+                           f"bytes, the file has more")
     try:
-        array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+        array = np.frombuffer(data, dtype=dtype).reshape(shape)
     except ValueError as e:  # more than 64 dimensions, or a shape too big to index
         raise DatasetError(f"{path}: IDX dimensions {shape} cannot be a NumPy array ({e})") from None
     return array.astype(dtype.newbyteorder("="))
@@ -464,4 +500,4 @@ def _read_image_array(path, channels):
 
 __all__ = ["load", "read_idx", "download", "locate", "search_path", "cache_dir", "DatasetError",
            "CLASS_NAMES", "SHAPES", "SIZES", "SIZE_MARGIN", "MAX_DOWNLOAD", "read_images",
-           "resize", "standardize"]
+           "resize", "standardize", "IDX_MAX_BYTES"]

@@ -339,3 +339,55 @@ def test_predict_keeps_large_maps_within_its_budget(monkeypatch):
     assert peak < 100 << 20  # 64 images at once: 370 MB
     monkeypatch.setattr(fastcnn.Sequential, "PREDICT_BYTES", 1 << 40)
     np.testing.assert_array_equal(small, model.predict_scores(x, batch_size=64))
+
+
+# ------------------------------------------------------------ IDX files
+def test_a_gzipped_idx_file_is_read_header_first(tmp_path):
+    """0.5 MB of gzip: a header for 10 bytes, then 512 MiB of zeros. Read
+    header first, the file is refused after 11 bytes of data, in a child
+    whose address space (512 MiB) could not hold the whole stream."""
+    import gzip
+    path = tmp_path / "bomb-idx1-ubyte.gz"
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big") + bytes(10))
+        chunk = bytes(1 << 20)
+        for _ in range(512):
+            f.write(chunk)
+    assert path.stat().st_size < 1 << 20
+    r = run_limited(f"""
+        from fastcnn import datasets
+        try:
+            datasets.read_idx({str(path)!r})
+        except datasets.DatasetError as e:
+            print(e)
+        """, memory=512 << 20)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "has trailing bytes: dimensions (10,) need 18 bytes, the file has more" in r.stdout
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_an_idx_header_declaring_too_much_is_refused_unread(tmp_path, compress):
+    import gzip
+    data = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (60000, 300, 300))
+    path = tmp_path / "big-idx3-ubyte"
+    path.write_bytes(gzip.compress(data) if compress else data)
+    with pytest.raises(fastcnn.datasets.DatasetError,
+                       match=r"declares dimensions \(60000, 300, 300\) of uint8, 5,400,000,000 "
+                             r"bytes, more than the limit of 1,073,741,824"):
+        fastcnn.datasets.read_idx(path)
+    small = tmp_path / "small-idx1-ubyte"
+    small.write_bytes(bytes([0, 0, 8, 1]) + (100).to_bytes(4, "big") + bytes(100))
+    with pytest.raises(fastcnn.datasets.DatasetError, match="more than the limit of 99"):
+        fastcnn.datasets.read_idx(small, max_bytes=99)
+    assert fastcnn.datasets.read_idx(small, max_bytes=100).shape == (100,)
+
+
+def test_a_small_gzip_cannot_claim_a_large_array(tmp_path):
+    """Deflate expands at most ~1032x: 40 bytes of gzip declaring 100 MB are
+    refused from their sizes alone."""
+    import gzip
+    path = tmp_path / "liar-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(bytes([0, 0, 8, 1]) + (10**8).to_bytes(4, "big")))
+    with pytest.raises(fastcnn.datasets.DatasetError, match="more than .* bytes of gzip data can "
+                                                            "hold"):
+        fastcnn.datasets.read_idx(path)
