@@ -460,16 +460,38 @@ def _pillow(purpose):
     return Image
 
 
+def _read_npy(path):
+    """A .npy file, once its header agrees with its length (a header that
+    announces more than the file holds would have NumPy allocate it all)."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(f)
+            start = f.tell()
+    except (ValueError, OSError, EOFError) as e:
+        raise DatasetError(f"{path}: not a readable .npy array ({e})") from None
+    if dtype.hasobject:
+        raise DatasetError(f"{path}: holds Python objects; expected an array of pixels")
+    needed = start + math.prod(shape) * dtype.itemsize
+    size = os.path.getsize(path)
+    if needed != size:
+        raise DatasetError(f"{path}: its header announces {shape} {dtype} ({needed:,} bytes), "
+                           f"the file has {size:,}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise DatasetError(f"{path}: not a readable .npy array ({e})") from None
+
+
 def _read_image_array(path, channels):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
     name = path.lower()
     if name.endswith(".npy"):
-        try:
-            a = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise DatasetError(f"{path}: not a readable .npy array ({e})") from None
+        a = _read_npy(path)
     elif name.endswith((".gz", ".idx")) or "-ubyte" in name or "idx3" in name:
         a = read_idx(path)
     else:

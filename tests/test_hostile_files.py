@@ -391,3 +391,19 @@ def test_a_small_gzip_cannot_claim_a_large_array(tmp_path):
     with pytest.raises(fastcnn.datasets.DatasetError, match="more than .* bytes of gzip data can "
                                                             "hold"):
         fastcnn.datasets.read_idx(path)
+
+
+def test_a_npy_whose_header_lies_is_refused_before_numpy_allocates(tmp_path):
+    """228 bytes announcing 10 GB of pixels, given to fastcnn predict in a
+    child with 768 MiB: a clear error, not MemoryError."""
+    path = tmp_path / "liar.npy"
+    path.write_bytes(npy_header((100000, 1000, 100), "u1") + bytes(100))
+    model = saved(tmp_path)
+    r = run_limited(f"""
+        import sys
+        from fastcnn.cli import main
+        sys.exit(main(["predict", {str(model)!r}, {str(path)!r}]))
+        """)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "its header announces (100000, 1000, 100) uint8 (10,000,000,128 bytes), the file " \
+           "has 228" in r.stderr
