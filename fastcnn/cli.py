@@ -2,6 +2,7 @@
 
     fastcnn train --dataset fashion-mnist --epochs 1 --batch-size 50 --lr 1 --save model.npz
     fastcnn sweep --lr 0.1,0.3,1,3 --batch-size 10,50 --seeds 3 --scheduler local
+    fastcnn export model.npz model.onnx
     fastcnn info
 
 Errors print one line and exit with status 1 (2 for a bad command line);
@@ -16,7 +17,7 @@ from functools import partial
 
 import numpy as np
 
-from fastcnn import conv_algorithms, datasets, models, optim
+from fastcnn import _onnx, conv_algorithms, datasets, models, optim
 from fastcnn._validate import DTYPES, check_int, check_positive_float
 from fastcnn._version import __version__
 from fastcnn.callbacks import Callback
@@ -150,6 +151,18 @@ def build_parser():
     predict.add_argument("--invert", action="store_true",
                          help="use 1 - pixel (dark strokes on light paper, unlike MNIST)")
     predict.set_defaults(run=cmd_predict)
+
+    export = command(
+        "export", help="write a saved model as an ONNX file (for onnxruntime and others)",
+        description="Write a saved model as an ONNX file computing its outputs: input 'input' "
+        "(N, C, H, W), output 'scores', in the model's dtype, batch size free. Needs the onnx "
+        'package (pip install "fastcnn[onnx]"), not PyTorch.')
+    export.add_argument("model", help="a model file written by fastcnn (.npz)")
+    export.add_argument("output", help="the ONNX file to write (.onnx)")
+    export.add_argument("--opset", type=_positive_int, default=None,
+                        help=f"ONNX opset, {_onnx.MIN_OPSET} up to the newest the installed "
+                             f"onnx knows (default: {_onnx.DEFAULT_OPSET})")
+    export.set_defaults(run=cmd_export)
 
     gradcheck = command(
         "gradcheck", help="check the backpropagation of the paper's network numerically",
@@ -397,6 +410,23 @@ def cmd_predict(args):
         for path, i, label, _ in rows:
             print(f"{path}[{i}]: {label}")
     return 0
+
+
+def cmd_export(args):
+    import fastcnn
+    from fastcnn import interop
+
+    model = fastcnn.load(args.model)
+    proto = interop.to_onnx(model, args.output, opset=args.opset)
+    print(f"wrote {args.output}: ONNX opset {proto.opset_import[0].version}, input "
+          f"{_batch_shape(model.input_shape)} -> scores {_batch_shape(model.output_shape)}, "
+          f"{model.dtype.name}, {len(model.layers)} layers, {model.num_parameters()} parameters")
+    return 0
+
+
+def _batch_shape(shape):
+    """'(N, 1, 28, 28)' for the per-image shape (1, 28, 28)."""
+    return "(" + ", ".join(map(str, ("N",) + tuple(shape))) + ")"
 
 
 def cmd_gradcheck(args):
