@@ -202,6 +202,26 @@ def test_float64_without_conv_or_average_pool_in_onnxruntime(tmp_path, rng):
         assert_close(onnxruntime_scores(path, x), model.forward(x), np.float64)
 
 
+@pytest.mark.parametrize("layers", [
+    # layers named as the graph's input and output; maps out, not scores per class
+    lambda: [Conv2D(2, 3, 3, activation="relu", name="input"), Dropout(name="scores")],
+    lambda: [Conv2D(2, 3, 2, stride=3, padding=2, activation="tanh_opt")],  # 4 x 4
+    lambda: [Normalize(0.5, 0.2)],
+    lambda: [Flatten()],
+    lambda: [MaxPool2D(2, stride=1), Flatten(), Softmax()],
+], ids=["named input and scores", "strided conv only", "normalize only", "flatten only",
+        "pool flatten softmax"])
+def test_small_and_odd_models(layers, tmp_path, rng):
+    import_onnx()
+    model = fastcnn.Sequential(layers(), input_shape=(2, 7, 8))
+    path = str(tmp_path / "m.onnx")
+    interop.to_onnx(model, path)
+    x = images(model, 3, rng)
+    scores = onnxruntime_scores(path, x)
+    assert scores.shape == (3,) + model.output_shape
+    assert_close(scores, model.forward(x), np.float32)
+
+
 def test_float64_conv_in_onnxruntime_where_it_can(tmp_path, rng):
     """A float64 model with convolutions is valid ONNX; onnxruntime 1.32 has
     no float64 Conv kernel. Should a version have one, this compares."""
