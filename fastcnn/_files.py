@@ -56,6 +56,31 @@ def atomic_write(path, write):
         raise
 
 
+def check_writable(path, directory=False, name=None):
+    """Raise, before any work, if a file (with directory=True a directory)
+    cannot be written at `path`: a directory where a file is meant (an
+    existing one, or a name ending in a separator), a file in the way, or
+    the nearest existing directory not writable. The messages start with
+    `name` and the path (an option of the command line), else "cannot write
+    PATH". Returns the path as a str."""
+    path = os.fspath(path)
+    label = f"{name} {path}" if name else f"cannot write {path}"
+    if not path:
+        raise ValueError(f"{name or 'path'} must be a file name, got an empty string")
+    if not directory and (os.path.isdir(path) or path.endswith(("/", os.sep))):
+        raise IsADirectoryError(f"{label}: that is a directory; give a file name")
+    if directory and os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"{label}: that is a file, not a directory")
+    parent = os.path.abspath(path) if directory else os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):  # atomic_write creates the missing directories
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise NotADirectoryError(f"{label}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{label}: cannot write in {parent}")
+    return path
+
+
 def sweep_temporary_files(directory):
     """Remove the temporary files of fastcnn's saves into `directory` whose
     process is gone (this machine's), or that are older than STALE_AFTER

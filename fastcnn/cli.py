@@ -2,6 +2,7 @@
 
     fastcnn train --dataset fashion-mnist --epochs 1 --batch-size 50 --lr 1 --save model.npz
     fastcnn sweep --lr 0.1,0.3,1,3 --batch-size 10,50 --seeds 3 --scheduler local
+    fastcnn export model.npz model.onnx
     fastcnn info
 
 Errors print one line and exit with status 1 (2 for a bad command line);
@@ -18,7 +19,8 @@ from functools import partial
 
 import numpy as np
 
-from fastcnn import _optional, conv_algorithms, datasets, models, optim
+from fastcnn import _onnx, _optional, conv_algorithms, datasets, models, optim
+from fastcnn._files import check_writable
 from fastcnn._validate import DTYPES, check_int, check_positive_float
 from fastcnn._version import __version__
 from fastcnn.callbacks import Callback
@@ -161,6 +163,18 @@ def build_parser():
     predict.add_argument("--resize", action="store_true",
                          help="scale images of another size to the model's (needs Pillow)")
     predict.set_defaults(run=cmd_predict)
+
+    export = command(
+        "export", help="write a saved model as an ONNX file (for onnxruntime and others)",
+        description="Write a saved model as an ONNX file computing its outputs: input 'input' "
+        "(N, C, H, W), output 'scores', in the model's dtype, batch size free. Needs the onnx "
+        'package (pip install "fastcnn[onnx]"), not PyTorch.')
+    export.add_argument("model", help="a model file written by fastcnn (.npz)")
+    export.add_argument("output", help="the ONNX file to write (.onnx)")
+    export.add_argument("--opset", type=_positive_int, default=None,
+                        help=f"ONNX opset, {_onnx.MIN_OPSET} up to the newest the installed "
+                             f"onnx knows (default: {_onnx.DEFAULT_OPSET})")
+    export.set_defaults(run=cmd_export)
 
     gradcheck = command(
         "gradcheck", help="check the backpropagation of the paper's network numerically",
@@ -383,34 +397,14 @@ def _train_recipe(args):
     return 0
 
 
-def _check_writable(option, path, directory=False):
-    """Before any work: a file (or with directory=True a directory) can be
-    written at `path`: not a directory where a file is meant (an existing
-    one, or a name ending in a separator), nothing in the way that is a
-    file, and the nearest existing directory writable. Raises ValueError
-    naming the option."""
-    if not path:
-        return
-    if not directory and (os.path.isdir(path) or path.endswith(("/", os.sep))):
-        raise ValueError(f"{option} {path}: that is a directory; give a file name")
-    if directory and os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"{option} {path}: that is a file, not a directory")
-    parent = os.path.abspath(path) if directory else os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise ValueError(f"{option} {path}: {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {path}: cannot write in {parent}")
-
-
 def _check_outputs(args, files=(), directories=()):
     """Every output path of a command, checked before it loads or trains
     anything; and --plot's matplotlib."""
-    for option in files:
-        _check_writable(option, getattr(args, option[2:].replace("-", "_"), None))
-    for option in directories:
-        _check_writable(option, getattr(args, option[2:].replace("-", "_"), None), directory=True)
+    for options, directory in ((files, False), (directories, True)):
+        for option in options:
+            path = getattr(args, option[2:].replace("-", "_"), None)
+            if path:
+                check_writable(path, directory, name=option)
     if getattr(args, "plot", None) and _optional.module("matplotlib") is None:
         raise ImportError(f"--plot needs matplotlib: {_optional.install_hint('plot')}")
 
@@ -492,6 +486,24 @@ def cmd_predict(args):
         best = np.argsort(-p, kind="stable")[: args.top]
         print(f"{path}[{i}]: " + ", ".join(f"{model.class_name(int(c))} {p[c]:.3f}" for c in best))
     return 0
+
+
+def cmd_export(args):
+    import fastcnn
+    from fastcnn import interop
+
+    check_writable(args.output)  # before the model is read
+    model = fastcnn.load(args.model)
+    proto = interop.to_onnx(model, args.output, opset=args.opset)
+    print(f"wrote {args.output}: ONNX opset {proto.opset_import[0].version}, input "
+          f"{_batch_shape(model.input_shape)} -> scores {_batch_shape(model.output_shape)}, "
+          f"{model.dtype.name}, {len(model.layers)} layers, {model.num_parameters()} parameters")
+    return 0
+
+
+def _batch_shape(shape):
+    """'(N, 1, 28, 28)' for the per-image shape (1, 28, 28)."""
+    return "(" + ", ".join(map(str, ("N",) + tuple(shape))) + ")"
 
 
 def cmd_gradcheck(args):

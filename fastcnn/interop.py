@@ -1,7 +1,14 @@
-"""Moving models between fastcnn and PyTorch (torch is needed only here).
+"""Moving models out of fastcnn: to PyTorch and back, and to ONNX files.
 
     to_torch(model)                       -> torch.nn.Sequential computing the same outputs
     from_torch(module, input_shape, ...)  -> fastcnn.Sequential computing the same outputs
+    to_onnx(model, path, opset=None)      -> an ONNX file computing model.forward, for
+                                             onnxruntime and other runtimes (no PyTorch)
+
+PyTorch is needed only by to_torch and from_torch, the onnx package only by
+to_onnx (pip install "fastcnn[onnx]"); each is imported when first used.
+to_onnx lives in fastcnn._onnx, whose docstring maps each layer to its ONNX
+operators; below, the PyTorch side.
 
 The one difference to mind: fastcnn's convolution is the true convolution of
 the paper, eq. (5), and PyTorch's Conv2d a correlation, so a kernel moves
@@ -119,6 +126,40 @@ def to_torch(model):
         else:  # pragma: no cover - every fastcnn layer is handled above
             raise ValueError(f"to_torch has no PyTorch equivalent for {layer!r}")
     return nn.Sequential(*modules)
+
+
+def to_onnx(model, path, opset=None):
+    """Write `model` as an ONNX file at `path` that computes `model.forward`
+    (an inference pass: batch norm by its running estimates, no dropout),
+    and return the onnx.ModelProto written. Needs the onnx package only
+    (pip install "fastcnn[onnx]"), not PyTorch.
+
+    The graph's input is "input", (N, C, H, W) with the batch size N free;
+    its output "scores", (N,) + model.output_shape; both in the model's
+    dtype. Its metadata_props hold "fastcnn_version", "loss" (whether the
+    scores want a softmax to be probabilities: "cross_entropy") and, if the
+    model has class names (model.classes), "classes" as a JSON list.
+
+    Parameters
+    ----------
+    model : fastcnn.Sequential
+        Any model of fastcnn's layers; parameters holding NaN or infinity
+        are refused, as forward refuses them.
+    path : str or os.PathLike
+        Written atomically (fastcnn._files.atomic_write), after the graph
+        has passed onnx.checker.check_model: a failure leaves no file, or
+        the one that was there.
+    opset : int, optional
+        The ONNX opset, from 13 to the newest the installed onnx knows;
+        default 17 (onnxruntime 1.13 and later).
+
+    onnxruntime (1.32) has no float64 kernels for Conv and AveragePool: a
+    float64 model with those layers is a valid file that it runs only in
+    float32 (build the model in float32 and copy the parameters over).
+    """
+    from fastcnn import _onnx  # the onnx package, imported only now
+
+    return _onnx.to_onnx(model, path, opset)
 
 
 def _Standardize(torch, mean, std, ndim, dtype):

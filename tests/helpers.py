@@ -1,5 +1,5 @@
 """Helpers shared by the tests: the dtype-aware tolerance, and the switch
-that turns 'data or torch missing' skips into failures in CI, the way
+that turns 'data, torch or onnx missing' skips into failures in CI, the way
 back to a kernel version."""
 
 import os
@@ -17,7 +17,7 @@ REQUIRE = os.environ.get("FASTCNN_REQUIRE_DATA", "").strip() not in ("", "0")
 
 def need(condition, reason):
     """Skip unless `condition`; with FASTCNN_REQUIRE_DATA=1 (CI) fail instead,
-    so that no real-data or PyTorch test silently goes missing."""
+    so that no real-data, PyTorch or ONNX test silently goes missing."""
     if condition:
         return
     if REQUIRE:
@@ -32,6 +32,18 @@ def import_torch():
         torch = None
     need(torch is not None, "PyTorch is not installed (pip install torch==2.13.0)")
     return torch
+
+
+def import_onnx():
+    """(onnx, onnxruntime), or a skip (a failure in CI) when either is missing."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        onnx = onnxruntime = None
+    need(onnx is not None, 'onnx and onnxruntime are not installed (pip install ".[test]", '
+                           'or pip install onnx onnxruntime)')
+    return onnx, onnxruntime
 
 
 def assert_close(actual, desired, dtype=None, rtol=None, scale=None):

@@ -7,7 +7,7 @@ import sys
 import tempfile
 
 HEAVY = ["scipy", "tqdm", "threadpoolctl", "urllib.request", "http.client", "matplotlib",
-         "torch", "asyncio", "dask", "distributed", "sklearn"]
+         "torch", "asyncio", "dask", "distributed", "sklearn", "onnx", "onnxruntime"]
 
 
 def test_import_brings_in_only_numpy():

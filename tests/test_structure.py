@@ -23,8 +23,9 @@ LAYERS = [
     {"_modelfile", "callbacks", "training"},
     # the model
     {"model"},
-    # what is built on a model: persistence, ready-made networks, data, interop, plots
-    {"io", "models", "datasets", "interop", "plots", "gradient_check", "recipes"},
+    # what is built on a model: persistence, ready-made networks, data, interop (with
+    # _onnx, the ONNX export), plots
+    {"io", "models", "datasets", "interop", "_onnx", "plots", "gradient_check", "recipes"},
     # the package's face, and the tools on top
     {"__init__", "bench", "distributed", "sklearn", "cli", "__main__"},
 ]
