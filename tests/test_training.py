@@ -40,8 +40,6 @@ def test_demo_reaches_paper_like_error(fashion):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-# 120 batches leave the paper's network on its plateau at chance level
-@pytest.mark.filterwarnings("ignore::fastcnn.callbacks.NotLearningWarning")
 def test_real_training_is_bitwise_identical_on_1_and_2_threads(fashion, dtype, threads):
     (x, y), _ = fashion
     x, y = x[:6000], y[:6000]

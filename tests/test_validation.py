@@ -501,8 +501,13 @@ def test_a_header_cannot_make_load_allocate_more_than_the_file_holds(saved, tmp_
         "layers": [{"type": "Flatten", "config": {"name": "f"}},
                    {"type": "Dense", "config": huge.get_config()}]}}
     _write_npz(path, {"__config__.npy": _npy(np.array(json.dumps(config)))})
-    with pytest.raises(ValueError, match=r"architecture needs 100000100000 parameters, more than the file"):
+    with pytest.raises(ValueError, match=r"architecture has 100,000,100,000 parameters, more than "
+                                         r"the limit"):
         fastcnn.load(path)
+    # within the limits, still more than the file holds
+    with pytest.raises(ValueError, match=r"architecture needs 100000100000 parameters, more than "
+                                         r"the file"):
+        fastcnn.load(path, limits={"parameters": 10**12})
 
 
 def test_entries_that_are_not_arrays_of_numbers(saved, tmp_path):
@@ -557,7 +562,7 @@ def _idx(shape, type_byte=0x08, data=b""):
     (_idx([1] * 65, data=b"\x07"), "cannot be a NumPy array"),
     # dimensions whose product overflows int64 and wraps to the file's length
     (_idx([2**32 - 1] * 2 + [2**31] * 1 + [0], data=b""), "cannot be a NumPy array|truncated"),
-    (_idx([2**32 - 1] * 3, data=bytes(7)), "truncated: dimensions"),
+    (_idx([2**32 - 1] * 3, data=bytes(7)), "more than the limit"),
 ])
 def test_read_idx_headers_numpy_cannot_represent(tmp_path, data, match):
     from fastcnn.datasets import DatasetError
