@@ -482,7 +482,7 @@ class ChanceLevelCheck(Callback):
 
     MIN_BATCHES = 10
     CLOSE = 0.98
-    ABOVE = 1.01  # further above chance than SGD's noise around it
+    ABOVE = 1.08  # further above chance than SGD noise lifts a run on labels it cannot learn
 
     def on_train_begin(self, model, history):
         t = self.run.batches.t.reshape(self.run.batches.n, -1)
