@@ -95,8 +95,9 @@ def build_parser():
         "batch 50), or LeNet-5 (ReLU, max pooling, softmax cross-entropy, Adam 1e-3), "
         "then print the test error and the time per epoch.",
     )
-    train.add_argument("--model", default="seed_cnn", choices=MODELS,
-                       help="network (default: %(default)s)")
+    train.add_argument("--model", default=None, choices=MODELS,
+                       help="network (default: seed_cnn, the paper's, for 28x28 grey images; "
+                            "lenet5 for cifar-10)")
     train.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
                        help=f"sgd (the paper's), momentum (SGD with momentum "
                             f"{optim.DEFAULT_MOMENTUM:g}) or adam "
@@ -216,8 +217,8 @@ def build_parser():
         "results are bit for bit those of the same runs one after another. Point it at a "
         "running cluster with --scheduler tcp://HOST:8786.",
     )
-    sweep.add_argument("--model", default="seed_cnn", choices=MODELS,
-                       help="default: %(default)s")
+    sweep.add_argument("--model", default=None, choices=MODELS,
+                       help="default: seed_cnn for 28x28 grey images, lenet5 for cifar-10")
     sweep.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
                        help=f"default: {OPTIMIZER_DEFAULTS}")
     sweep.add_argument("--lr", type=_list_of(_positive_float), default=None, metavar="LIST",
@@ -273,8 +274,10 @@ def _builder(args):
     """models.BUILDERS[args.model] for the images of args.dataset: the
     builders that take input_shape get the dataset's; seed_cnn, the paper's
     network, takes only 1x28x28 images, and says so before any data is read."""
-    build = models.BUILDERS[args.model]
     shape = datasets.SHAPES[args.dataset]
+    if args.model is None:  # the paper's network where it fits
+        args.model = "seed_cnn" if tuple(shape) == (1, 28, 28) else "lenet5"
+    build = models.BUILDERS[args.model]
     if "input_shape" in inspect.signature(build).parameters:
         return partial(build, input_shape=shape)
     fixed = build(dtype="float64").input_shape

@@ -620,8 +620,8 @@ def test_train_vgg_mini_on_cifar_10(archive_dir, tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["train", "--model", "seed_cnn"], "--model seed_cnn takes 1x28x28 images, and cifar-10's "
                                        "are 3x32x32: use --model lenet5, vgg_mini"),
-    (["train"], "--model seed_cnn takes 1x28x28 images"),  # the default model
-    (["sweep", "--scheduler", "serial"], "--model seed_cnn takes 1x28x28 images"),
+    (["sweep", "--model", "seed_cnn", "--scheduler", "serial"],
+     "--model seed_cnn takes 1x28x28 images"),
     (["train", "--recipe", "fashion-mnist"], "--recipe fashion-mnist trains on 1x28x28 images, "
                                              "and cifar-10's are 3x32x32"),
 ])
@@ -632,6 +632,14 @@ def test_models_for_grey_images_are_refused_before_the_data_is_read(args, messag
     err = capsys.readouterr().err
     assert err.startswith(f"fastcnn: error: {message}")
     assert err.count("\n") == 1 and "/nonexistent" not in err
+
+
+def test_without_model_cifar_10_trains_lenet5(archive_dir, capsys):
+    """The default network is the paper's where it fits, LeNet-5 for colour."""
+    data, _ = archive_dir
+    assert cli("train", "--dataset", "cifar-10", "--data-dir", str(data), "--batch-size", "5",
+               "--no-progress") == 0, capsys.readouterr().err
+    assert "lenet5 on cifar-10 (20 training, 6 test images)" in capsys.readouterr().out
 
 
 def test_evaluate_refuses_a_model_for_other_images(tmp_path, capsys):
