@@ -106,9 +106,12 @@ def feature_maps(model, image, title=None):
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
-    for p, plane in enumerate(image):
-        shown = axes[0][p].imshow(plane, cmap="gray")
-    fig.colorbar(shown, ax=axes[0].tolist(), shrink=0.8, label="pixel")
+    if image.shape[0] == 3:  # a colour picture, as it is seen
+        axes[0][0].imshow(np.clip(np.moveaxis(image, 0, -1), 0, 1))
+    else:
+        for p, plane in enumerate(image):
+            shown = axes[0][p].imshow(plane, cmap="gray")
+        fig.colorbar(shown, ax=axes[0].tolist(), shrink=0.8, label="pixel")
     axes[0][0].set_title("input", fontsize=8, loc="left")
     for r, (name, a) in enumerate(maps, 1):
         low, high = float(a.min()), float(a.max())  # one scale per layer, to compare its maps

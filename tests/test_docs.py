@@ -1,6 +1,7 @@
 """The documentation runs: every Python block of docs/paper.md in order (its
-asserts check each equation against fastcnn), the README's tour, and a
-docstring on every public name."""
+asserts check each equation against fastcnn), and a docstring on every
+public name. (The README's examples train on the full data for minutes;
+tests/test_sklearn.py and tests/test_onnx.py run those of their sections.)"""
 
 import importlib
 import importlib.util

@@ -71,3 +71,14 @@ def test_activations_are_the_layers_outputs(trained):
     assert list(acts) == ["C1", "S1", "C2", "S2", "F", "FC"]
     assert [a.shape[1:] for a in acts.values()] == [layer.output_shape for layer in model.layers]
     np.testing.assert_array_equal(acts["FC"], model.forward(x[:3]))
+
+
+def test_a_colour_image_is_shown_in_colour():
+    from fastcnn import models
+    model = models.lenet5(input_shape=(3, 32, 32))
+    image = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+    fig = plots.feature_maps(model, image)
+    shown = fig.axes[0].get_images()[0].get_array()
+    assert shown.shape == (32, 32, 3)
+    np.testing.assert_allclose(shown, np.moveaxis(image, 0, -1))
+    assert len(colour_scales(fig)) == 4  # one per layer of maps, none for the picture
